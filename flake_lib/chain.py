@@ -1,0 +1,159 @@
+"""The notebook chain: ``./run_all.sh`` = ``python -m flake_lib.chain``.
+
+Executes ``notebooks/NN-*.ipynb`` in order with papermill, passing each notebook the parameters of
+``params/<profile>.yaml`` that it declares, plus ``profile``, ``results_dir`` and ``data_mirror``.
+Executed copies go to ``results/<profile>/executed/``; the first failing notebook stops the chain
+with its failing cell's error and the path of its executed copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from . import data, report
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+PARAMS_DIR = REPO_ROOT / "params"
+#: Parameters the chain itself fills in for every notebook that declares them.
+CHAIN_PARAMETERS = ("profile", "results_dir", "data_mirror")
+KERNEL_NAME = "flake"
+
+
+class ChainError(RuntimeError):
+    """A wrong profile, parameter or notebook selection, or a notebook that failed."""
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
+
+
+def load_profile(name: str) -> dict:
+    """The parameters of ``params/<name>.yaml`` (a flat mapping of literals)."""
+    path = PARAMS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ChainError(f"unknown profile {name!r}; available: {', '.join(available_profiles())}")
+    params = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(params, dict):
+        raise ChainError(f"{path} must hold a mapping of parameter names to values")
+    return params
+
+
+def all_notebooks() -> list[Path]:
+    return sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]-*.ipynb"))
+
+
+def select_notebooks(only: str | None = None) -> list[Path]:
+    """All notebooks in order, or those whose number is in ``only`` (``"02"`` or ``"00,02"``)."""
+    notebooks = all_notebooks()
+    if not only:
+        return notebooks
+    wanted = [w.strip().zfill(2) for w in only.split(",") if w.strip()]
+    by_number = {nb.name[:2]: nb for nb in notebooks}
+    unknown = [w for w in wanted if w not in by_number]
+    if unknown:
+        raise ChainError(f"--only {only}: no notebook numbered {', '.join(unknown)}; available: "
+                         + ", ".join(nb.stem for nb in notebooks))
+    return [by_number[w] for w in sorted(set(wanted))]
+
+
+def declared_parameters(notebook: Path) -> dict:
+    """The parameters a notebook declares in its ``parameters`` cell (papermill's inspection)."""
+    import papermill
+
+    return papermill.inspect_notebook(str(notebook))
+
+
+def check_parameters(params: dict, profile: str, notebooks: list[Path]) -> None:
+    """Every key of the profile must be declared by at least one notebook of the project."""
+    declared = set(CHAIN_PARAMETERS)
+    for nb in notebooks:
+        declared |= set(declared_parameters(nb))
+    unknown = sorted(set(params) - declared)
+    if unknown:
+        raise ChainError(f"params/{profile}.yaml: unknown parameter(s) {', '.join(unknown)}: no "
+                         f"notebook declares them (declared: {', '.join(sorted(declared))})")
+
+
+def _kernel_name() -> str:
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return KERNEL_NAME if KERNEL_NAME in KernelSpecManager().find_kernel_specs() else "python3"
+
+
+def run_chain(profile: str = "quick", only: str | None = None, mirror: str | None = None,
+              results_root: str | os.PathLike | None = None, progress: bool = True) -> list[Path]:
+    """Execute the selected notebooks in order; return the paths of the executed copies."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    params = load_profile(profile)
+    check_parameters(params, profile, all_notebooks())
+    notebooks = select_notebooks(only)
+    if not notebooks:
+        raise ChainError(f"no notebooks found in {NOTEBOOKS_DIR}")
+    mirror_path = data.resolve_mirror(mirror)
+    if mirror_path is not None:
+        os.environ[data.MIRROR_ENV] = str(mirror_path)  # the kernels inherit it
+    out = report.results_dir(profile, results_root)
+    executed_dir = out / "executed"
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    chain_values = {"profile": profile, "data_mirror": str(mirror_path or ""),
+                    "results_dir": os.path.relpath(out, NOTEBOOKS_DIR)}
+    report.write_provenance(out, profile=profile, seed=params.get("seed"), parameters=params,
+                            data_source={"mirror": chain_values["data_mirror"] or None})
+    kernel, executed, timings = _kernel_name(), [], {}
+    for i, notebook in enumerate(notebooks, 1):
+        declared = declared_parameters(notebook)
+        values = {k: v for k, v in {**params, **chain_values}.items() if k in declared}
+        target = executed_dir / notebook.name
+        print(f"[{i}/{len(notebooks)}] {notebook.stem} (profile {profile})", flush=True)
+        start = time.perf_counter()
+        try:
+            papermill.execute_notebook(str(notebook), str(target), parameters=values,
+                                       kernel_name=kernel, progress_bar=progress,
+                                       cwd=str(NOTEBOOKS_DIR), log_output=False)
+        except PapermillExecutionError as error:
+            raise ChainError(f"{notebook.name} failed in cell [{error.exec_count}]: "
+                             f"{error.ename}: {error.evalue}\n  executed copy: {target}") from None
+        timings[notebook.stem] = round(time.perf_counter() - start, 1)
+        print(f"    done in {timings[notebook.stem]:.1f} s -> {target}", flush=True)
+        executed.append(target)
+    prov = report.read_metrics(out / "provenance.json")
+    prov.setdefault("chain_seconds", {}).update(timings)
+    report.write_metrics(prov, out / "provenance.json")
+    return executed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="run_all.sh", description="Run Flake's notebooks in order with papermill.")
+    parser.add_argument("--profile", default="quick",
+                        help="parameter set params/<profile>.yaml: "
+                             + ", ".join(available_profiles()) + " (default: quick)")
+    parser.add_argument("--only", metavar="NN[,NN]", help="run only these notebooks, e.g. 02 or 00,02")
+    parser.add_argument("--mirror", metavar="DIR",
+                        help=f"local data mirror laid out like shared/data (default: ${data.MIRROR_ENV})")
+    parser.add_argument("--no-progress", action="store_true", help="hide papermill's cell progress bar")
+    args = parser.parse_args(argv)
+    if args.profile not in available_profiles():
+        parser.error(f"unknown profile {args.profile!r}; available: {', '.join(available_profiles())}")
+    try:
+        start = time.perf_counter()
+        executed = run_chain(args.profile, args.only, args.mirror, progress=not args.no_progress)
+    except (ChainError, data.DatasetError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"Ran {len(executed)} notebook(s) in {time.perf_counter() - start:.0f} s; results in "
+          f"{report.results_dir(args.profile)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

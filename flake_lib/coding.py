@@ -1,0 +1,122 @@
+"""Coded computation: coding groups, encoders and the subtraction decoder (DESIGN.md §2).
+
+A *coding group* holds ``k`` queries ``x_1..x_k``. The encoder makes one parity query ``p``; a parity
+model is trained so that ``F_p(p) ≈ Σ_i F(x_i)``. When ``F(x_j)`` is unavailable, the subtraction
+decoder reconstructs it from the parity output and the ``k − 1`` available outputs::
+
+    F(x_j) ≈ F_p(p) − Σ_{i ≠ j} F(x_i)
+
+With one parity query per group (``r = 1``) the code recovers at most one unavailable member.
+
+Encoders:
+
+- ``addition``: ``p = Σ_i x_i`` (the paper, any ``k ≥ 2``). Exact for a linear ``F`` with ``F_p = F``.
+- ``concatenation`` (ParM): ``k = 2`` puts both images side by side, each resized to half width;
+  ``k = 4`` puts the four images in a 2×2 grid, each at half height and half width. ``p`` has the
+  shape of one query.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+ENCODERS = ("addition", "concatenation")
+
+
+class DecodingError(ValueError):
+    """A group has more unavailable members than the code can recover."""
+
+
+def make_groups(n: int, k: int, generator: torch.Generator | None = None,
+                shuffle: bool = True) -> torch.Tensor:
+    """Split query indices ``0..n-1`` into ``n // k`` coding groups of ``k``: a ``(G, k)`` tensor.
+
+    With ``shuffle`` the indices are permuted first (seeded by ``generator``); the ``n % k`` indices
+    left over are not grouped.
+    """
+    if k < 2:
+        raise ValueError(f"a coding group needs k >= 2 members, got k={k}")
+    if n < k:
+        raise ValueError(f"cannot form a coding group of k={k} from {n} queries")
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    return order[: (n // k) * k].view(-1, k)
+
+
+def add_encode(grouped: torch.Tensor) -> torch.Tensor:
+    """Addition encoder: ``(G, k, ...) → (G, ...)``, ``p = Σ_i x_i``."""
+    _check_grouped(grouped)
+    return grouped.sum(dim=1)
+
+
+def concat_encode(grouped: torch.Tensor) -> torch.Tensor:
+    """ParM's concatenation encoder: ``(G, k, C, H, W) → (G, C, H, W)`` for ``k ∈ {2, 4}``.
+
+    Images are downsampled by area averaging (``k = 2``: width halved, side by side;
+    ``k = 4``: both halved, 2×2 grid in row-major order).
+    """
+    _check_grouped(grouped)
+    if grouped.dim() != 5:
+        raise ValueError(f"concatenation needs images (G, k, C, H, W), got shape {tuple(grouped.shape)}")
+    g, k, c, h, w = grouped.shape
+    flat = grouped.reshape(g * k, c, h, w).float()
+    if k == 2:
+        if w % 2:
+            raise ValueError(f"concatenation with k=2 needs an even width, got {w}")
+        half = F.avg_pool2d(flat, kernel_size=(1, 2)).view(g, 2, c, h, w // 2)
+        return torch.cat([half[:, 0], half[:, 1]], dim=-1)
+    if k == 4:
+        if h % 2 or w % 2:
+            raise ValueError(f"concatenation with k=4 needs even height and width, got {h}x{w}")
+        q = F.avg_pool2d(flat, kernel_size=2).view(g, 4, c, h // 2, w // 2)
+        top = torch.cat([q[:, 0], q[:, 1]], dim=-1)
+        bottom = torch.cat([q[:, 2], q[:, 3]], dim=-1)
+        return torch.cat([top, bottom], dim=-2)
+    raise ValueError(f"the concatenation encoder supports k = 2 or 4, got k={k}")
+
+
+def encode(grouped: torch.Tensor, encoder: str = "addition") -> torch.Tensor:
+    """Encode coding groups ``(G, k, ...)`` into parity queries with the named encoder."""
+    if encoder == "addition":
+        return add_encode(grouped)
+    if encoder == "concatenation":
+        return concat_encode(grouped)
+    raise ValueError(f"unknown encoder {encoder!r}; known: {', '.join(ENCODERS)}")
+
+
+def decode(parity_output: torch.Tensor, outputs: torch.Tensor,
+           available: torch.Tensor) -> torch.Tensor:
+    """Subtraction decoder: fill in the unavailable member of each group.
+
+    ``parity_output`` ``(G, D)``, ``outputs`` ``(G, k, D)`` (values at unavailable positions are
+    ignored, NaN allowed), ``available`` bool ``(G, k)``. Returns ``(G, k, D)`` where each unavailable
+    ``j`` holds ``F_p(p) − Σ_{i≠j} F(x_i)``. Raises DecodingError for a group with more than one
+    unavailable member.
+    """
+    if outputs.dim() != 3 or parity_output.shape != (outputs.shape[0], outputs.shape[2]):
+        raise ValueError(f"shapes do not match: parity output {tuple(parity_output.shape)}, "
+                         f"outputs {tuple(outputs.shape)} (expected (G, D) and (G, k, D))")
+    if available.shape != outputs.shape[:2]:
+        raise ValueError(f"available has shape {tuple(available.shape)}, expected {tuple(outputs.shape[:2])}")
+    missing = (~available).sum(dim=1)
+    if (missing > 1).any():
+        g = int(torch.nonzero(missing > 1)[0])
+        raise DecodingError(f"group {g} has {int(missing[g])} unavailable members; a code with one "
+                            "parity query recovers at most one per group")
+    mask = available.unsqueeze(-1)
+    known = torch.where(mask, outputs, torch.zeros_like(outputs))
+    rebuilt = (parity_output - known.sum(dim=1)).unsqueeze(1).expand_as(outputs)
+    return torch.where(mask, outputs, rebuilt)
+
+
+def decode_each(parity_output: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+    """Reconstruction of every member as if it alone were unavailable: ``(G, k, D)``.
+
+    ``rec_j = F_p(p) − (Σ_i F(x_i) − F(x_j))``; used to evaluate degraded-mode accuracy.
+    """
+    return parity_output.unsqueeze(1) - outputs.sum(dim=1, keepdim=True) + outputs
+
+
+def _check_grouped(grouped: torch.Tensor) -> None:
+    if grouped.dim() < 3 or grouped.shape[1] < 2:
+        raise ValueError(f"expected coding groups (G, k>=2, ...), got shape {tuple(grouped.shape)}")

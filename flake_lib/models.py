@@ -1,0 +1,202 @@
+"""Models: deployed models ``F``, parity models and their compressed students.
+
+Architectures (``build_model(arch, num_classes)``):
+
+- ``resnet{6n+2}`` (``resnet8``, ``resnet20``, ``resnet32``, ``resnet56``, ``resnet110`` ...): the CIFAR
+  ResNets of He et al. (2016, §4.2): a 3×3 stem, three stages of ``n`` BasicBlocks with widths
+  16/32/64 (times ``width``), identity shortcuts with zero padding (option A), global pooling, a linear
+  classifier. ResNet-20 has 0.27 M parameters.
+- ``resnet50-cifar``, ``resnet152-cifar``: torchvision's ResNet-50/152 with the CIFAR stem (3×3 conv,
+  stride 1, no max-pool) for 32×32 inputs; ``resnet50``, ``resnet152`` keep the ImageNet stem.
+- ``mobilenet_v3_large``, ``mobilenet_v3_small``: torchvision's MobileNetV3 (``small_input=True`` makes
+  the first convolution stride 1, for 32×32 or 64×64 inputs).
+
+A *student* (DESIGN.md §2, Fig. 4 of the paper) keeps the teacher's stem, stage widths and the first
+``keep[i]`` blocks of stage ``i``; skipped blocks are removed (ResNets) or replaced by ``nn.Identity``
+(MobileNetV3, whose blocks live in one flat ``features`` list). The first block of a stage, which
+changes resolution or width, is always kept, so teacher and student stage outputs — the *block-wise
+units* of feature distillation — have the same shapes. ResNet-152 with ``keep=(3, 4, 6, 3)`` is
+exactly ResNet-50.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+ARCHS = ("resnet{6n+2}", "resnet50-cifar", "resnet152-cifar", "resnet50", "resnet152",
+         "mobilenet_v3_large", "mobilenet_v3_small")
+
+
+# ----------------------------------------------------------------------------- CIFAR ResNets
+
+class ZeroPadShortcut(nn.Module):
+    """Option-A shortcut: subsample by ``stride`` and zero-pad the new channels (no parameters)."""
+
+    def __init__(self, stride: int, extra_channels: int):
+        super().__init__()
+        self.stride, self.extra = stride, extra_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+
+
+class BasicBlock(nn.Module):
+    """``relu(bn(conv(relu(bn(conv(x))))) + shortcut(x))`` with 3×3 convolutions."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = (ZeroPadShortcut(stride, planes - in_planes)
+                         if stride != 1 or in_planes != planes else nn.Identity())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """He et al.'s CIFAR ResNet with ``blocks_per_stage`` BasicBlocks per stage (depth 6n+2)."""
+
+    def __init__(self, blocks_per_stage: Sequence[int] = (3, 3, 3), num_classes: int = 10,
+                 width: float = 1.0):
+        super().__init__()
+        widths = [max(1, round(c * width)) for c in (16, 32, 64)]
+        self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        in_planes, stages = widths[0], []
+        for i, (planes, blocks) in enumerate(zip(widths, blocks_per_stage)):
+            layers = []
+            for b in range(blocks):
+                layers.append(BasicBlock(in_planes, planes, 2 if (i > 0 and b == 0) else 1))
+                in_planes = planes
+            stages.append(nn.Sequential(*layers))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.fc = nn.Linear(in_planes, num_classes)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+# ----------------------------------------------------------------------------- factory
+
+def build_model(arch: str, num_classes: int = 10, *, width: float = 1.0,
+                small_input: bool = True) -> nn.Module:
+    """Build an untrained model by name (see the module docstring for the names)."""
+    import torchvision
+
+    match = re.fullmatch(r"resnet(\d+)", arch)
+    if match and (int(match.group(1)) - 2) % 6 == 0 and arch not in ("resnet50", "resnet152"):
+        n = (int(match.group(1)) - 2) // 6
+        return CifarResNet((n, n, n), num_classes, width)
+    base = arch.removesuffix("-cifar")
+    if base in ("resnet50", "resnet152"):
+        model = getattr(torchvision.models, base)(weights=None, num_classes=num_classes)
+        if arch.endswith("-cifar"):
+            model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+            model.maxpool = nn.Identity()
+        return model
+    if arch in ("mobilenet_v3_large", "mobilenet_v3_small"):
+        model = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
+        if small_input:
+            model.features[0][0].stride = (1, 1)
+        return model
+    raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)} "
+                     "(CIFAR ResNet depths are 6n+2: 8, 14, 20, 32, 44, 56, 110, ...)")
+
+
+# ----------------------------------------------------------------------------- stages and students
+
+def stages(model: nn.Module) -> list[tuple[str, nn.Module, list[int]]]:
+    """The model's stages as ``(unit_name, container, block_indices)``.
+
+    ``unit_name`` names the module whose output is the stage output (the block-wise unit);
+    ``container[i]`` for ``i`` in ``block_indices`` are the stage's blocks, first block first.
+    """
+    if all(hasattr(model, f"layer{i}") for i in (1, 2, 3)):  # CIFAR and torchvision ResNets
+        names = [n for n in ("layer1", "layer2", "layer3", "layer4") if hasattr(model, n)]
+        return [(n, getattr(model, n), list(range(len(getattr(model, n))))) for n in names]
+    features = getattr(model, "features", None)
+    if isinstance(features, nn.Sequential) and len(features) > 2:  # MobileNetV3
+        groups: list[list[int]] = []
+        for i in range(1, len(features) - 1):
+            block = features[i]
+            same_shape = isinstance(block, nn.Identity) or getattr(block, "use_res_connect", False)
+            if not same_shape or not groups:  # a block that changes shape starts a stage
+                groups.append([i])
+            else:
+                groups[-1].append(i)
+        return [(f"features.{g[-1]}", features, g) for g in groups]
+    raise TypeError(f"cannot find the stages of {type(model).__name__}")
+
+
+def block_units(model: nn.Module) -> list[str]:
+    """Names of the block-wise units (stage outputs), for forward hooks (``model.get_submodule``)."""
+    return [name for name, _, _ in stages(model)]
+
+
+def blocks_per_stage(model: nn.Module) -> list[int]:
+    """Blocks actually computed in each stage (skipped ``nn.Identity`` blocks are not counted)."""
+    return [sum(not isinstance(c[i], nn.Identity) for i in idx) for _, c, idx in stages(model)]
+
+
+def build_student(teacher: nn.Module, keep: int | Sequence[int], *,
+                  copy_weights: bool = False) -> nn.Module:
+    """A student that keeps the first ``keep[i]`` blocks of stage ``i`` of ``teacher`` (Fig. 4).
+
+    ``keep`` may be one number for every stage (capped at each stage's length). With
+    ``copy_weights=False`` the student is re-initialised; with True it starts from the teacher's
+    weights of the kept blocks (the teacher is never modified).
+    """
+    student = copy.deepcopy(teacher)
+    layout = stages(student)
+    keep = [keep] * len(layout) if isinstance(keep, int) else list(keep)
+    if len(keep) != len(layout):
+        raise ValueError(f"keep has {len(keep)} entries but the model has {len(layout)} stages")
+    for (name, container, idx), k in zip(layout, keep):
+        if k < 1:
+            raise ValueError(f"stage {name}: keep at least one block (the one that changes shape)")
+        k = min(k, len(idx))
+        if container is getattr(student, name, None):  # ResNet stage: drop the tail
+            setattr(student, name, nn.Sequential(*list(container)[:k]))
+        else:  # flat feature list: keep indices, replace skipped blocks by identities
+            for i in idx[k:]:
+                container[i] = nn.Identity()
+    if not copy_weights:
+        for module in student.modules():
+            if hasattr(module, "reset_parameters") and module is not student:
+                module.reset_parameters()
+    return student
+
+
+# ----------------------------------------------------------------------------- cost
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def count_flops(model: nn.Module, input_shape: Sequence[int] = (1, 3, 32, 32)) -> int:
+    """Floating-point operations of one forward pass (a multiply-add counts as 2), per
+    ``torch.utils.flop_counter`` (convolutions and matrix products; element-wise ops excluded)."""
+    was_training = model.training
+    model.eval()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(*input_shape))
+    model.train(was_training)
+    return int(counter.get_total_flops())

@@ -1,0 +1,94 @@
+"""run_all.sh / flake_lib.chain: profiles, parameters, notebook selection and clear errors."""
+
+import ast
+import json
+import subprocess
+
+import pytest
+
+from conftest import REPO_ROOT
+from flake_lib import chain, data
+
+
+def test_every_notebook_parameter_is_documented():
+    notebooks = chain.all_notebooks()
+    assert notebooks, "no notebooks found"
+    for nb in notebooks:
+        cells = [c for c in json.loads(nb.read_text())["cells"]
+                 if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(cells) == 1, f"{nb.name} needs exactly one cell tagged 'parameters'"
+        assigned = {t.id for node in ast.parse("".join(cells[0]["source"])).body
+                    for t in ([node.target] if isinstance(node, ast.AnnAssign) else node.targets)}
+        inspected = chain.declared_parameters(nb)
+        assert set(inspected) == assigned, f"{nb.name}: papermill does not see {assigned - set(inspected)}"
+        assert all(p["help"] for p in inspected.values()), f"{nb.name}: a parameter has no comment"
+        assert set(chain.CHAIN_PARAMETERS) <= assigned
+
+
+def test_notebooks_are_committed_without_outputs():
+    for nb in chain.all_notebooks():
+        for cell in json.loads(nb.read_text())["cells"]:
+            assert not cell.get("outputs"), f"{nb.name} has outputs"
+
+
+def test_profiles_only_hold_declared_parameters():
+    for profile in ("smoke", "quick", "paper"):
+        chain.check_parameters(chain.load_profile(profile), profile, chain.all_notebooks())
+
+
+def test_unknown_profile_parameter_is_an_error(tmp_path, monkeypatch):
+    (tmp_path / "bad.yaml").write_text("seed: 0\nepochz: 3\n")
+    monkeypatch.setattr(chain, "PARAMS_DIR", tmp_path)
+    with pytest.raises(chain.ChainError, match="unknown parameter.*epochz"):
+        chain.run_chain("bad")
+
+
+def test_unknown_profile_and_notebook(monkeypatch):
+    with pytest.raises(chain.ChainError, match="unknown profile 'nope'.*smoke"):
+        chain.load_profile("nope")
+    with pytest.raises(chain.ChainError, match="no notebook numbered 97"):
+        chain.select_notebooks("00,97")
+    assert [nb.name[:2] for nb in chain.select_notebooks("0")] == ["00"]
+
+
+def test_missing_mirror_stops_before_any_notebook(tmp_path):
+    with pytest.raises(data.DatasetError, match="does not exist"):
+        chain.run_chain("smoke", mirror=str(tmp_path / "missing"), results_root=tmp_path / "r")
+    assert not (tmp_path / "r" / "executed").exists()
+
+
+def _run_all(*args):
+    return subprocess.run(["bash", str(REPO_ROOT / "run_all.sh"), *args], capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_run_all_rejects_a_wrong_profile_and_option():
+    wrong = _run_all("--profile", "nope")
+    assert wrong.returncode != 0 and "unknown profile 'nope'" in wrong.stderr
+    option = _run_all("--epochs", "3")
+    assert option.returncode != 0 and "unrecognized arguments: --epochs" in option.stderr
+
+
+def test_failing_notebook_stops_the_chain(tmp_path, monkeypatch):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    for name, source in [("00-ok", "x = 1"), ("01-fails", "raise RuntimeError('boom')"), ("02-never", "")]:
+        nb = new_notebook(cells=[new_code_cell("profile = 'smoke'  # profile"), new_code_cell(source)])
+        nb.cells[0].metadata["tags"] = ["parameters"]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, notebooks / f"{name}.ipynb")
+    params = tmp_path / "params"
+    params.mkdir()
+    (params / "smoke.yaml").write_text("{}\n")
+    monkeypatch.setattr(chain, "NOTEBOOKS_DIR", notebooks)
+    monkeypatch.setattr(chain, "PARAMS_DIR", params)
+    with pytest.raises(chain.ChainError) as failure:
+        chain.run_chain("smoke", results_root=tmp_path / "r", progress=False)
+    message = str(failure.value)
+    assert "01-fails.ipynb failed" in message and "RuntimeError: boom" in message
+    assert str(tmp_path / "r" / "executed" / "01-fails.ipynb") in message
+    assert (tmp_path / "r" / "executed" / "00-ok.ipynb").is_file()
+    assert not (tmp_path / "r" / "executed" / "02-never.ipynb").exists()

@@ -1,0 +1,35 @@
+"""The notebook chain under the smoke profile, executed as run_all.sh does, then its outputs checked."""
+
+import json
+
+import pytest
+
+from flake_lib import chain
+
+
+@pytest.fixture(scope="module")
+def smoke_results(mirror, tmp_path_factory):
+    out = tmp_path_factory.mktemp("results") / "smoke"
+    executed = chain.run_chain("smoke", mirror=str(mirror), results_root=out, progress=False)
+    return out, executed
+
+
+def test_chain_executes_every_notebook(smoke_results):
+    out, executed = smoke_results
+    assert [p.name for p in executed] == [nb.name for nb in chain.all_notebooks()]
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["profile"] == "smoke" and set(prov["chain_seconds"]) == {nb.stem for nb in chain.all_notebooks()}
+    assert prov["data_source"]["mirror"]
+
+
+def test_primer_measures_exact_linear_code_and_cnn_error(smoke_results):
+    out, _ = smoke_results
+    summary = json.loads((out / "primer" / "summary.json").read_text())
+    assert [row["k"] for row in summary["linear"]] == [2, 3, 4]
+    assert all(row["relative error"] < 1e-4 and row["top-1 agreement"] == 1.0 for row in summary["linear"])
+    by_model = {row["F"]: row for row in summary["naive_reconstruction_k2"]}
+    assert by_model["ResNet-8 (CNN)"]["relative error"] > 0.05  # the code is not exact for a CNN
+    assert summary["images"]["source"].startswith("mirror:cifar10-test-lossless")
+    for name in ("naive_reconstruction", "encoded_images"):
+        assert (out / "primer" / f"{name}.png").stat().st_size > 1000
+        assert (out / "primer" / f"{name}.pdf").is_file()

@@ -1,0 +1,58 @@
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from flake_lib import metrics, report  # noqa: E402
+
+
+def test_save_figure_writes_png_and_pdf(tmp_path):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    written = report.save_figure(fig, tmp_path / "figs" / "line")
+    assert [p.name for p in written] == ["line.png", "line.pdf"]
+    assert (tmp_path / "figs" / "line.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "figs" / "line.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_write_table_three_formats(tmp_path):
+    df = pd.DataFrame({"method": ["pm", "flake"], "top1": [0.75291, np.nan]})
+    report.write_table(df, tmp_path / "t", caption="Table II")
+    assert pd.read_csv(tmp_path / "t.csv").equals(df)
+    md = (tmp_path / "t.md").read_text()
+    assert "| method | top1 |" in md and "| pm | 0.7529 |" in md and "| flake |  |" in md
+    assert "\\begin{tabular}" in (tmp_path / "t.tex").read_text()
+
+
+def test_write_metrics_converts_numpy_and_torch(tmp_path):
+    path = report.write_metrics({"a": np.float32(0.5), "b": torch.tensor([1, 2]), "c": np.int64(3)},
+                                tmp_path / "m.json")
+    assert json.loads(path.read_text()) == {"a": 0.5, "b": [1, 2], "c": 3}
+
+
+def test_provenance_has_the_design_keys(tmp_path):
+    report.write_provenance(tmp_path, profile="smoke", seed=3, data_source={"cifar10": "mirror"})
+    report.write_provenance(tmp_path, profile="smoke", section="00-x", parameters={"n": 1})
+    prov = json.loads((tmp_path / "provenance.json").read_text())
+    for key in ("git_commit", "git_dirty", "profile", "packages", "devices", "cpu", "seed", "data_source"):
+        assert key in prov
+    assert prov["seed"] == 3 and prov["data_source"] == {"cifar10": "mirror"}
+    assert prov["notebooks"]["00-x"]["parameters"] == {"n": 1}
+    assert prov["packages"]["torch"].startswith("2.")
+
+
+def test_metrics_by_hand():
+    scores = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.2, 0.3, 0.5]])
+    labels = torch.tensor([1, 1, 0])
+    assert metrics.top_k_accuracy(scores, labels, 1) == pytest.approx(1 / 3)
+    assert metrics.top_k_accuracy(scores, labels, 2) == pytest.approx(2 / 3)
+    assert metrics.agreement(scores, scores.flip(0)) == pytest.approx(1 / 3)
+    est, target = torch.tensor([[3.0, 4.0]]), torch.tensor([[0.0, 5.0]])
+    assert abs(metrics.relative_error(est, target) - (10 ** 0.5) / 5) < 1e-6
+    assert metrics.overall_accuracy(0.9, 0.5, 0.25) == pytest.approx(0.8)
