@@ -33,3 +33,21 @@ def test_primer_measures_exact_linear_code_and_cnn_error(smoke_results):
     for name in ("naive_reconstruction", "encoded_images"):
         assert (out / "primer" / f"{name}.png").stat().st_size > 1000
         assert (out / "primer" / f"{name}.pdf").is_file()
+
+
+def test_trace_analysis_exports_summary_and_slowdowns(smoke_results):
+    import pandas as pd
+
+    out, _ = smoke_results
+    summary = json.loads((out / "trace" / "summary.json").read_text())
+    for key in ("n_tasks", "n_jobs", "share_of_tasks_for_80pct_time", "paper_share_of_tasks_for_80pct_time",
+                "p50_s", "p99_s", "max_s"):
+        assert key in summary
+    assert summary["paper_share_of_tasks_for_80pct_time"] == 0.1272
+    assert 0 < summary["share_of_tasks_for_80pct_time"] < 0.5  # a long tail: a minority carries 80%
+    assert summary["p50_s"] <= summary["p99_s"] <= summary["max_s"]
+    slow = pd.read_csv(out / "trace" / "slowdown.csv")
+    assert list(slow.columns) == ["job_name", "task_id", "level", "response_time_s", "reference_s",
+                                  "slowdown", "group_size"]
+    assert len(slow) == summary["slowdown"]["n"] and (slow["slowdown"] >= 0).all()
+    assert (out / "trace" / "long_tail.png").is_file() and (out / "trace" / "long_tail.pdf").is_file()
