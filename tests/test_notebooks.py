@@ -51,3 +51,29 @@ def test_trace_analysis_exports_summary_and_slowdowns(smoke_results):
                                   "slowdown", "group_size"]
     assert len(slow) == summary["slowdown"]["n"] and (slow["slowdown"] >= 0).all()
     assert (out / "trace" / "long_tail.png").is_file() and (out / "trace" / "long_tail.pdf").is_file()
+
+
+def test_parity_training_writes_pm_and_srp(smoke_results):
+    out, _ = smoke_results
+    pm = json.loads((out / "accuracy" / "pm.json").read_text())
+    srp = json.loads((out / "accuracy" / "srp.json").read_text())
+    keys = {"k", "encoder", "model", "params", "flops", "available_top1", "available_top5", "degraded_top1",
+            "degraded_top5", "reconstruction_agreement"}
+    assert pm["method"] == "pm" and srp["method"] == "srp"
+    assert pm["data_source"].startswith("mirror:cifar10-jpeg")
+    codes = {(r["experiment"], r["k"], r["encoder"], r["targets"]) for r in pm["rows"]}
+    assert ("cifar10-resnet", 2, "addition", "augmented") in codes
+    assert ("cifar10-resnet", 2, "concatenation", "augmented") in codes
+    assert ("cifar10-resnet", 2, "addition", "clean") in codes  # compare_targets in smoke
+    assert any(r["experiment"] == "tinyimagenet-mobilenetv3" for r in pm["rows"])
+    for row in pm["rows"] + srp["rows"]:
+        assert keys <= set(row)
+        assert all(0.0 <= row[m] <= 1.0 for m in keys if m.endswith(("top1", "top5", "agreement")))
+        assert row["degraded_top1"] <= row["degraded_top5"] and row["params"] > 0 and row["flops"] > 0
+    for row in srp["rows"]:
+        assert row["degraded_top1"] == row["available_top1"]
+    images = {r["images"] for r in pm["lossless_vs_jpeg"]}
+    assert images == {"lossless (canonical)", "JPEG (mirror)"}
+    assert all(r["seconds_per_epoch"] > 0 for r in pm["training_time"])
+    for name in ("pm_learning_curves", "pm_overall_accuracy", "pm_decoded_examples"):
+        assert (out / "accuracy" / f"{name}.png").is_file()
