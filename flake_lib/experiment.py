@@ -13,27 +13,31 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import coding, data, metrics, models, parity, train
+from . import coding, data, distill, metrics, models, parity, train
 
 
 @dataclass
 class Experiment:
     """``name``: e.g. ``cifar10-resnet``; ``dataset``: a :mod:`flake_lib.data` name;
-    ``deployed_arch``: a :func:`flake_lib.models.build_model` name; ``width``: CIFAR ResNet width."""
+    ``deployed_arch``: a :func:`flake_lib.models.build_model` name; ``width``: CIFAR ResNet width;
+    ``student_keep``: blocks kept per stage by the compressed models (Flake's parity model, NKD)."""
 
     name: str
     dataset: str
     deployed_arch: str
     results_dir: str | os.PathLike
     width: float = 1.0
+    student_keep: tuple[int, ...] | int = 1
 
     @classmethod
     def from_spec(cls, name: str, spec: dict, results_dir) -> "Experiment":
-        unknown = set(spec) - {"dataset", "deployed_arch", "width"}
+        unknown = set(spec) - {"dataset", "deployed_arch", "width", "student_keep"}
         if unknown or not {"dataset", "deployed_arch"} <= set(spec):
             raise ValueError(f"experiment {name!r}: spec needs dataset and deployed_arch (optional "
-                             f"width), got {sorted(spec)}")
-        return cls(name, spec["dataset"], spec["deployed_arch"], results_dir, spec.get("width", 1.0))
+                             f"width, student_keep), got {sorted(spec)}")
+        keep = spec.get("student_keep", 1)
+        return cls(name, spec["dataset"], spec["deployed_arch"], results_dir, spec.get("width", 1.0),
+                   tuple(keep) if isinstance(keep, (list, tuple)) else int(keep))
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -116,6 +120,110 @@ def train_parity(exp: Experiment, deployed: nn.Module, train_split: data.ImageSp
                               "batch_groups": batch_size, "seed": seed},
                         desc=f"{exp.name} {name}")
     return model, history
+
+
+def train_flake(exp: Experiment, deployed: nn.Module, teacher: nn.Module,
+                train_split: data.ImageSplit, test_split: data.ImageSplit, cfg: train.OptimConfig, *,
+                use: tuple[str, ...] = ("task", "kd", "inter"), k: int = 2, encoder: str = "addition",
+                gamma: float = distill.GAMMA, tau: float = distill.TAU, beta: float = 1.0,
+                student_init: str = "teacher", batch_size: int = 128, seed: int = 0,
+                device: str = "cpu", fast_cpu: bool = True, eval_images: int = 2000):
+    """Train (or resume, or load) Flake's compressed parity model (Algorithm 1).
+
+    The student keeps ``exp.student_keep`` blocks per stage of the PM parity model ``teacher``
+    (``student_init="teacher"`` copies the kept blocks' weights, ``"scratch"`` re-initialises);
+    ``use`` selects the loss terms (the ablation). Returns (student, history)."""
+    if student_init not in ("teacher", "scratch"):
+        raise ValueError(f"unknown student init {student_init!r}; use teacher or scratch")
+    torch.manual_seed(seed + 2)
+    student = channels_last(models.build_student(teacher, exp.student_keep,
+                                                 copy_weights=student_init == "teacher"), fast_cpu)
+    objective = distill.FlakeObjective(deployed, teacher, models.block_units(teacher), k, encoder,
+                                       gamma, tau, beta, use)
+    loader = data.TensorLoader(train_split, k * batch_size, shuffle=True, augment=True, seed=seed,
+                               drop_last=True, channels_last=fast_cpu)
+    curve_split = test_split.subset(torch.arange(min(eval_images, len(test_split))))
+    curve_outputs = train.predict(deployed, data.TensorLoader(curve_split, 500), device)
+
+    def evaluate(m):
+        row = evaluate_parity(m, curve_outputs, curve_split, k, encoder, seed=seed, device=device)
+        return {"test_degraded_top1": row["degraded_top1"],
+                "test_reconstruction_agreement": row["reconstruction_agreement"]}
+
+    name = f"flake-k{k}-{encoder}-" + "+".join(sorted(use))
+    history = train.fit(student, objective, loader, cfg, evaluate=evaluate,
+                        checkpoint=exp.checkpoint_dir / f"{name}.pt", device=device,
+                        args={"role": "flake", "teacher_arch": exp.deployed_arch, "width": exp.width,
+                              "keep": exp.student_keep, "dataset": exp.dataset,
+                              "train": train_split.describe(), "k": k, "encoder": encoder,
+                              "use": sorted(use), "gamma": gamma, "tau": tau, "beta": beta,
+                              "init": student_init, "batch_groups": batch_size, "seed": seed},
+                        desc=f"{exp.name} {name}")
+    return student, history
+
+
+def train_nkd(exp: Experiment, deployed: nn.Module, train_split: data.ImageSplit,
+              test_split: data.ImageSplit, cfg: train.OptimConfig, *, gamma: float = distill.GAMMA,
+              tau: float = distill.TAU, student_init: str = "teacher", batch_size: int = 128,
+              seed: int = 0, device: str = "cpu", fast_cpu: bool = True):
+    """Train (or resume, or load) the NKD baseline: a student of ``F`` with ``exp.student_keep``
+    blocks per stage, Hinton KD from ``F`` plus cross-entropy, on plain queries."""
+    torch.manual_seed(seed + 3)
+    student = channels_last(models.build_student(deployed, exp.student_keep,
+                                                 copy_weights=student_init == "teacher"), fast_cpu)
+    loader = data.TensorLoader(train_split, batch_size, shuffle=True, augment=True, seed=seed,
+                               drop_last=True, channels_last=fast_cpu)
+    test_loader = data.TensorLoader(test_split, 500, channels_last=fast_cpu)
+
+    def evaluate(m):
+        out = train.predict(m, test_loader, device)
+        return {"test_top1": metrics.top_k_accuracy(out, test_split.labels, 1),
+                "test_top5": metrics.top_k_accuracy(out, test_split.labels, 5)}
+
+    history = train.fit(student, distill.NaiveKDObjective(deployed, gamma, tau), loader, cfg,
+                        evaluate=evaluate, checkpoint=exp.checkpoint_dir / "nkd.pt", device=device,
+                        args={"role": "nkd", "teacher_arch": exp.deployed_arch, "width": exp.width,
+                              "keep": exp.student_keep, "dataset": exp.dataset,
+                              "train": train_split.describe(), "gamma": gamma, "tau": tau,
+                              "init": student_init, "batch_size": batch_size, "seed": seed},
+                        desc=f"{exp.name} nkd")
+    return student, history
+
+
+def load_trained(exp: Experiment, checkpoint: str, num_classes: int, keep=None) -> nn.Module:
+    """A model trained by an earlier notebook, from ``<checkpoint_dir>/<checkpoint>.pt``."""
+    path = exp.checkpoint_dir / f"{checkpoint}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run notebook 02 (./run_all.sh --only 02) for "
+                                f"this profile first")
+    model = exp.build_deployed(num_classes)
+    if keep is not None:
+        model = models.build_student(model, keep)
+    state = train.load_checkpoint(path)
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def single_query_latency_ms(model: nn.Module, image_shape, repeats: int = 200, warmup: int = 20,
+                            threads: int = 1) -> dict:
+    """Median and p99 wall time of one query (batch 1) through PyTorch on CPU, in milliseconds."""
+    import time
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    model = model.eval().to("cpu", memory_format=torch.contiguous_format)
+    x = torch.randn(1, *image_shape)
+    times = []
+    with torch.no_grad():
+        for i in range(warmup + repeats):
+            start = time.perf_counter()
+            model(x)
+            if i >= warmup:
+                times.append((time.perf_counter() - start) * 1000)
+    torch.set_num_threads(previous)
+    times = torch.tensor(times)
+    return {"latency_median_ms": times.median().item(), "latency_p99_ms": times.quantile(0.99).item(),
+            "latency_threads": threads}
 
 
 def test_images(split: data.ImageSplit) -> torch.Tensor:

@@ -163,7 +163,7 @@ def build_student(teacher: nn.Module, keep: int | Sequence[int], *,
     ``copy_weights=False`` the student is re-initialised; with True it starts from the teacher's
     weights of the kept blocks (the teacher is never modified).
     """
-    student = copy.deepcopy(teacher)
+    student = copy.deepcopy(teacher).requires_grad_(True)  # a frozen teacher gives a trainable student
     layout = stages(student)
     keep = [keep] * len(layout) if isinstance(keep, int) else list(keep)
     if len(keep) != len(layout):

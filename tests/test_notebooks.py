@@ -77,3 +77,21 @@ def test_parity_training_writes_pm_and_srp(smoke_results):
     assert all(r["seconds_per_epoch"] > 0 for r in pm["training_time"])
     for name in ("pm_learning_curves", "pm_overall_accuracy", "pm_decoded_examples"):
         assert (out / "accuracy" / f"{name}.png").is_file()
+
+
+def test_distillation_writes_flake_nkd_and_ablation(smoke_results):
+    out, _ = smoke_results
+    flake = json.loads((out / "accuracy" / "flake.json").read_text())
+    nkd = json.loads((out / "accuracy" / "nkd.json").read_text())
+    ablation = json.loads((out / "accuracy" / "ablation.json").read_text())
+    assert flake["method"] == "flake" and nkd["method"] == "nkd"
+    terms = {(r["experiment"], r["terms"]) for r in ablation["rows"]}
+    for name in ("cifar10-resnet", "tinyimagenet-mobilenetv3"):
+        assert {(name, t) for t in ("PM (teacher)", "L_task", "L_task + L_KD", "L_task + L_Inter",
+                                    "L_task + L_KD + L_Inter")} <= terms
+    for row in flake["rows"] + nkd["rows"]:
+        assert row["flops_vs_pm"] < 0.5  # one block per stage: well under half of PM's FLOPs
+        assert 0 <= row["degraded_top1"] <= row["degraded_top5"] <= 1
+        assert row["latency_median_ms"] > 0
+    assert any("NKD" in r["model"] for r in nkd["training_time"])
+    assert (out / "accuracy" / "distillation_ablation.md").is_file()
