@@ -67,6 +67,10 @@ class DatasetError(RuntimeError):
     """A dataset cannot be found or read; the message says how to get it."""
 
 
+class MissingDatasetError(DatasetError):
+    """A dataset is in none of the places looked at (``data/``, the mirror, the download)."""
+
+
 class ChecksumError(DatasetError):
     """A file's checksum differs from the expected one (corrupt or wrong version)."""
 
@@ -205,7 +209,7 @@ def _cifar_canonical(name: str, split: str, root: Path, download: bool):
         try:
             cls(str(root), train=(split == "train"), download=True)
         except Exception as error:  # noqa: BLE001 - any network or archive failure
-            raise DatasetError(f"{name}: downloading the canonical archive into {root} failed "
+            raise MissingDatasetError(f"{name}: downloading the canonical archive into {root} failed "
                                f"({type(error).__name__}: {error})") from error
     if not folder.is_dir():
         return None
@@ -255,9 +259,9 @@ def _read_tinyimagenet(source: Path, split: str):
 
 # ----------------------------------------------------------------------------- sources
 
-def _missing(name: str, mirror: Path | None, how: str) -> DatasetError:
+def _missing(name: str, mirror: Path | None, how: str) -> MissingDatasetError:
     where = f"the mirror {mirror}" if mirror else "no mirror (give --mirror DIR or set FLAKE_DATA_MIRROR)"
-    return DatasetError(f"dataset {name!r} not found in {default_data_dir()} nor in {where}; {how}")
+    return MissingDatasetError(f"dataset {name!r} not found in {default_data_dir()} nor in {where}; {how}")
 
 
 def _load_uncached(name: str, split: str, mirror: Path | None, root: Path, download: bool):

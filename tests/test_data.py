@@ -65,9 +65,9 @@ def test_unknown_dataset_and_split():
 
 def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.delenv(data.MIRROR_ENV, raising=False)
-    with pytest.raises(data.DatasetError, match="mirror"):
+    with pytest.raises(data.MissingDatasetError, match="mirror"):
         data.load("cifar10", "test", data_dir=tmp_path, download=False)
-    with pytest.raises(data.DatasetError, match="no CIFAR-100"):
+    with pytest.raises(data.MissingDatasetError, match="no CIFAR-100"):
         data.load("cifar100", "test", data_dir=tmp_path, download=False)
 
 
@@ -82,6 +82,7 @@ def test_corrupt_mirror_file_fails_its_checksum(tmp_path):
     (mirror / "cifar10-jpeg.zip").write_bytes(b"not the mirrored archive")
     with pytest.raises(data.ChecksumError, match="checksum mismatch for .*cifar10-jpeg.zip"):
         data.load("cifar10", "test", mirror=mirror, data_dir=tmp_path / "data", download=False)
+    assert not issubclass(data.ChecksumError, data.MissingDatasetError)  # never a reason to fall back
 
 
 def _write_cifar_pickle(path, images, labels, key):
