@@ -58,6 +58,33 @@ def channels_last(model: nn.Module, enabled: bool = True) -> nn.Module:
     return model.to(memory_format=torch.channels_last) if enabled else model
 
 
+def classifier_evaluator(test_split: data.ImageSplit, device: str = "cpu", fast_cpu: bool = True):
+    """``evaluate(model) -> {test_top1, test_top5}`` on the whole test split (learning curves)."""
+    test_loader = data.TensorLoader(test_split, 500, channels_last=fast_cpu)
+
+    def evaluate(model: nn.Module) -> dict:
+        out = train.predict(model, test_loader, device)
+        return {"test_top1": metrics.top_k_accuracy(out, test_split.labels, 1),
+                "test_top5": metrics.top_k_accuracy(out, test_split.labels, 5)}
+
+    return evaluate
+
+
+def parity_evaluator(deployed: nn.Module, test_split: data.ImageSplit, k: int, encoder: str,
+                     seed: int = 0, device: str = "cpu", eval_images: int = 2000):
+    """``evaluate(parity_model) -> {test_degraded_top1, test_reconstruction_agreement}`` on the first
+    ``eval_images`` test images (learning curves of parity models)."""
+    curve_split = test_split.subset(torch.arange(min(eval_images, len(test_split))))
+    curve_outputs = train.predict(deployed, data.TensorLoader(curve_split, 500), device)
+
+    def evaluate(model: nn.Module) -> dict:
+        row = evaluate_parity(model, curve_outputs, curve_split, k, encoder, seed=seed, device=device)
+        return {"test_degraded_top1": row["degraded_top1"],
+                "test_reconstruction_agreement": row["reconstruction_agreement"]}
+
+    return evaluate
+
+
 def train_deployed(exp: Experiment, train_split: data.ImageSplit, test_split: data.ImageSplit,
                    cfg: train.OptimConfig, *, batch_size: int = 128, seed: int = 0,
                    device: str = "cpu", fast_cpu: bool = True) -> tuple[nn.Module, list[dict]]:
@@ -66,12 +93,7 @@ def train_deployed(exp: Experiment, train_split: data.ImageSplit, test_split: da
     model = channels_last(exp.build_deployed(train_split.num_classes), fast_cpu)
     loader = data.TensorLoader(train_split, batch_size, shuffle=True, augment=True, seed=seed,
                                drop_last=True, channels_last=fast_cpu)
-    test_loader = data.TensorLoader(test_split, 500, channels_last=fast_cpu)
-
-    def evaluate(m):
-        out = train.predict(m, test_loader, device)
-        return {"test_top1": metrics.top_k_accuracy(out, test_split.labels, 1),
-                "test_top5": metrics.top_k_accuracy(out, test_split.labels, 5)}
+    evaluate = classifier_evaluator(test_split, device, fast_cpu)
 
     history = train.fit(model, train.classification_step, loader, cfg, evaluate=evaluate,
                         checkpoint=exp.checkpoint_dir / "deployed.pt", device=device,
@@ -103,13 +125,7 @@ def train_parity(exp: Experiment, deployed: nn.Module, train_split: data.ImageSp
     objective = parity.ParityObjective(deployed, k, encoder, targets, clean)
     loader = data.TensorLoader(train_split, k * batch_size, shuffle=True, augment=True, seed=seed,
                                drop_last=True, with_index=targets == "clean", channels_last=fast_cpu)
-    curve_split = test_split.subset(torch.arange(min(eval_images, len(test_split))))
-    curve_outputs = train.predict(deployed, data.TensorLoader(curve_split, 500), device)
-
-    def evaluate(m):
-        row = evaluate_parity(m, curve_outputs, curve_split, k, encoder, seed=seed, device=device)
-        return {"test_degraded_top1": row["degraded_top1"],
-                "test_reconstruction_agreement": row["reconstruction_agreement"]}
+    evaluate = parity_evaluator(deployed, test_split, k, encoder, seed, device, eval_images)
 
     name = f"pm-k{k}-{encoder}" + ("-clean" if targets == "clean" else "")
     history = train.fit(model, objective, loader, cfg, evaluate=evaluate,
@@ -142,13 +158,7 @@ def train_flake(exp: Experiment, deployed: nn.Module, teacher: nn.Module,
                                        gamma, tau, beta, use)
     loader = data.TensorLoader(train_split, k * batch_size, shuffle=True, augment=True, seed=seed,
                                drop_last=True, channels_last=fast_cpu)
-    curve_split = test_split.subset(torch.arange(min(eval_images, len(test_split))))
-    curve_outputs = train.predict(deployed, data.TensorLoader(curve_split, 500), device)
-
-    def evaluate(m):
-        row = evaluate_parity(m, curve_outputs, curve_split, k, encoder, seed=seed, device=device)
-        return {"test_degraded_top1": row["degraded_top1"],
-                "test_reconstruction_agreement": row["reconstruction_agreement"]}
+    evaluate = parity_evaluator(deployed, test_split, k, encoder, seed, device, eval_images)
 
     name = f"flake-k{k}-{encoder}-" + "+".join(sorted(use))
     history = train.fit(student, objective, loader, cfg, evaluate=evaluate,
@@ -173,12 +183,7 @@ def train_nkd(exp: Experiment, deployed: nn.Module, train_split: data.ImageSplit
                                                  copy_weights=student_init == "teacher"), fast_cpu)
     loader = data.TensorLoader(train_split, batch_size, shuffle=True, augment=True, seed=seed,
                                drop_last=True, channels_last=fast_cpu)
-    test_loader = data.TensorLoader(test_split, 500, channels_last=fast_cpu)
-
-    def evaluate(m):
-        out = train.predict(m, test_loader, device)
-        return {"test_top1": metrics.top_k_accuracy(out, test_split.labels, 1),
-                "test_top5": metrics.top_k_accuracy(out, test_split.labels, 5)}
+    evaluate = classifier_evaluator(test_split, device, fast_cpu)
 
     history = train.fit(student, distill.NaiveKDObjective(deployed, gamma, tau), loader, cfg,
                         evaluate=evaluate, checkpoint=exp.checkpoint_dir / "nkd.pt", device=device,
