@@ -7,9 +7,16 @@ One module per concept:
 - ``models``   CIFAR ResNets, torchvision ResNet-50/152 with the CIFAR stem, MobileNetV3, students
                built by skipping blocks, parameter and FLOP counts
 - ``coding``   addition / concatenation encoders, subtraction decoder, coding groups
+- ``train``    SGD training loop with resumable checkpoints that store their arguments
+- ``parity``   ParM parity models: the MSE objective to ``Σ F(x_i)`` and its targets
+- ``distill``  Flake's losses (``L_KD``, ``L_Inter`` by forward hooks) and the NKD objective
+- ``experiment`` one dataset + deployed model: trains F, PM, Flake and NKD; degraded-mode evaluation
+- ``metrics``  accuracy vocabulary: ``A_a``, ``A_d``, reconstruction agreement, ``A_o``
+- ``runtime``  OpenVINO export and compilation of served models
 - ``trace``    the Alibaba v2018 batch_task trace: DAGs, long tail, slowdowns
 - ``report``   figures, tables, metrics JSON and provenance under ``results/<profile>/``
 - ``chain``    runs the notebooks in order with papermill (``./run_all.sh``)
+- ``seeding``  explicit seeding
 """
 
 __version__ = "0.1.0"
