@@ -72,9 +72,12 @@ def classifier_evaluator(test_split: data.ImageSplit, device: str = "cpu", fast_
 
 def parity_evaluator(deployed: nn.Module, test_split: data.ImageSplit, k: int, encoder: str,
                      seed: int = 0, device: str = "cpu", eval_images: int = 2000):
-    """``evaluate(parity_model) -> {test_degraded_top1, test_reconstruction_agreement}`` on the first
-    ``eval_images`` test images (learning curves of parity models)."""
-    curve_split = test_split.subset(torch.arange(min(eval_images, len(test_split))))
+    """``evaluate(parity_model) -> {test_degraded_top1, test_reconstruction_agreement}`` on a seeded
+    class-balanced subset of ``eval_images`` test images (learning curves of parity models; test
+    splits are stored class by class, so their first images would hold only a few classes)."""
+    n = min(eval_images, len(test_split))
+    curve_split = test_split.subset(data.class_balanced_subset(test_split.labels, n, seed)
+                                    if n < len(test_split) else torch.arange(n))
     curve_outputs = train.predict(deployed, data.TensorLoader(curve_split, 500), device)
 
     def evaluate(model: nn.Module) -> dict:

@@ -149,3 +149,19 @@ def test_evaluate_parity_is_exact_for_linear_models():
     assert row["reconstruction_agreement"] == pytest.approx(1.0)
     assert row["degraded_top1"] == pytest.approx(metrics.top_k_accuracy(outputs, split.labels))
     assert row["n_groups"] == 20 and coding.make_groups(40, 2).shape == (20, 2)
+
+
+def test_learning_curve_subset_covers_every_class():
+    labels = torch.arange(4).repeat_interleave(10)  # stored class by class, like the test splits
+    split = data.ImageSplit(torch.zeros(40, 3, 8, 8, dtype=torch.uint8), labels, list("abcd"),
+                            "cifar10", "test", "toy", False)
+    linear = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
+    seen = []
+    original = experiment.evaluate_parity
+    try:
+        experiment.evaluate_parity = lambda m, o, s, *a, **k: seen.append(s.labels) or {
+            "degraded_top1": 0.0, "reconstruction_agreement": 0.0}
+        experiment.parity_evaluator(linear, split, 2, "addition", eval_images=8)(linear)
+    finally:
+        experiment.evaluate_parity = original
+    assert torch.bincount(seen[0], minlength=4).tolist() == [2, 2, 2, 2]
