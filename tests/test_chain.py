@@ -92,3 +92,13 @@ def test_failing_notebook_stops_the_chain(tmp_path, monkeypatch):
     assert str(tmp_path / "r" / "executed" / "01-fails.ipynb") in message
     assert (tmp_path / "r" / "executed" / "00-ok.ipynb").is_file()
     assert not (tmp_path / "r" / "executed" / "02-never.ipynb").exists()
+
+
+def test_notebook_defaults_are_the_quick_profile():
+    """Run top to bottom in JupyterLab, a notebook does what ./run_all.sh does by default."""
+    quick = chain.load_profile("quick")
+    for nb in chain.all_notebooks():
+        for name, parameter in chain.declared_parameters(nb).items():
+            if name in quick:
+                default = ast.literal_eval(parameter["default"])
+                assert default == quick[name], f"{nb.name}: {name} defaults to {default!r}, quick has {quick[name]!r}"
