@@ -162,7 +162,8 @@ def write_provenance(out_dir: str | os.PathLike, *, profile: str, seed: int | No
     path = Path(out_dir) / "provenance.json"
     record = json.loads(path.read_text()) if path.is_file() else {}
     machine = machine_description()
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # changes to tracked files outside results/ (a run rewrites its own committed results)
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     record.update({
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": bool(status) if status is not None else None,

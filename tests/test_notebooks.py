@@ -95,3 +95,21 @@ def test_distillation_writes_flake_nkd_and_ablation(smoke_results):
         assert row["latency_median_ms"] > 0
     assert any("NKD" in r["model"] for r in nkd["training_time"])
     assert (out / "accuracy" / "distillation_ablation.md").is_file()
+
+
+def test_table2_and_report_have_every_row(smoke_results):
+    import pandas as pd
+
+    out, _ = smoke_results
+    table = pd.read_csv(out / "tables" / "table2.csv")
+    assert list(table.columns[:8]) == ["method", "model", "params", "dataset", "top1", "top5",
+                                       "paper_top1", "paper_top5"]
+    assert set(zip(table["method"], table["dataset"])) == {(m, d) for m in ("srp", "pm", "nkd", "flake")
+                                                           for d in ("cifar10", "cifar100")}
+    cifar100 = table[table["dataset"] == "cifar100"]
+    assert cifar100["top1"].isna().all() and cifar100["note"].str.contains("not measured").all()
+    assert table[table["dataset"] == "cifar10"]["top1"].notna().all()
+    report = (out / "REPORT.md").read_text()
+    for claim in ("E0", "E1", "E2", "E3", "E4", "E5"):
+        assert f"| {claim} |" in report, f"REPORT.md lacks {claim}"
+    assert "0.1272" in report or "12.72%" in report
