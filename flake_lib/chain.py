@@ -127,6 +127,9 @@ def run_chain(profile: str = "quick", only: str | None = None, mirror: str | Non
         executed.append(target)
     prov = report.read_metrics(out / "provenance.json")
     prov.setdefault("chain_seconds", {}).update(timings)
+    for stem in timings:  # a partial rerun (--only) keeps the record of the notebooks it did not run
+        prov.setdefault("chain_commits", {})[stem] = {"git_commit": prov["git_commit"],
+                                                      "git_dirty": prov["git_dirty"]}
     report.write_metrics(prov, out / "provenance.json")
     return executed
 

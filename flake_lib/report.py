@@ -183,7 +183,7 @@ def write_provenance(out_dir: str | os.PathLike, *, profile: str, seed: int | No
     if section is not None:
         record.setdefault("notebooks", {})[section] = {
             "parameters": parameters or {}, "data_source": data_source or {},
-            "finished_utc": record["updated_utc"]}
+            "git_commit": record["git_commit"], "finished_utc": record["updated_utc"]}
     elif parameters is not None:
         record["parameters"] = parameters
     return write_metrics(record, path)

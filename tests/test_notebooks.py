@@ -19,6 +19,7 @@ def test_chain_executes_every_notebook(smoke_results):
     assert [p.name for p in executed] == [nb.name for nb in chain.all_notebooks()]
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["profile"] == "smoke" and set(prov["chain_seconds"]) == {nb.stem for nb in chain.all_notebooks()}
+    assert set(prov["chain_commits"]) == set(prov["chain_seconds"])
     assert prov["data_source"]["mirror"]
 
 
