@@ -8,6 +8,8 @@
   fixed number of inference threads (1 per worker on a 2-core machine).
 - :class:`CompiledModel` runs one request at a time on numpy arrays.
 
+Torch is imported only where a PyTorch model is converted, so that serving workers stay light.
+
 The paper ran on an Intel Neural Compute Stick 2 (the ``MYRIAD`` device). OpenVINO removed MYRIAD
 in release 2023.0, so current OpenVINO cannot drive that stick; a user with one can install the
 last release that supports it (OpenVINO 2022.3 LTS), export the models with this module under a
@@ -20,8 +22,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 
 def core():
@@ -35,10 +35,11 @@ def available_devices() -> list[str]:
     return list(core().available_devices)
 
 
-def export(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLike | None = None):
+def export(model, example_input, path: str | os.PathLike | None = None):
     """Convert ``model`` (eval mode, contiguous weights) to an ``ov.Model``; save it as IR when
     ``path`` (``.xml``) is given. The input shape is fixed to ``example_input``'s shape."""
     import openvino as ov
+    import torch
 
     model = model.eval().to("cpu", memory_format=torch.contiguous_format)
     example_input = example_input.contiguous()
@@ -88,9 +89,11 @@ class CompiledModel:
         return self.request.get_output_tensor(0).data.copy()
 
 
-def max_abs_difference(model: nn.Module, compiled: CompiledModel, inputs: torch.Tensor) -> float:
+def max_abs_difference(model, compiled: CompiledModel, inputs) -> float:
     """Largest absolute difference between PyTorch and OpenVINO outputs on ``inputs`` (one at a
     time, in the compiled batch shape)."""
+    import torch
+
     model = model.eval().to("cpu", memory_format=torch.contiguous_format)
     batch = compiled.input_shape[0]
     worst = 0.0
