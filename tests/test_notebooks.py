@@ -114,3 +114,24 @@ def test_table2_and_report_have_every_row(smoke_results):
     for claim in ("E0", "E1", "E2", "E3", "E4", "E5"):
         assert f"| {claim} |" in report, f"REPORT.md lacks {claim}"
     assert "0.1272" in report or "12.72%" in report
+
+
+def test_latency_benchmark_accounts_for_every_query(smoke_results):
+    import pandas as pd
+
+    out, _ = smoke_results
+    queries = pd.read_parquet(out / "latency" / "queries.parquet")
+    table1 = pd.read_csv(out / "latency" / "table1.csv")
+    fig6 = pd.read_csv(out / "latency" / "fig6.csv")
+    for column in ("method", "repeat", "qps", "n_queries", "n_lost", "median_ms", "p99_ms", "p999_ms",
+                   "max_ms", "gmm_ms", "gpm_ms"):
+        assert column in table1.columns
+    assert set(table1["method"]) == {"none", "srp", "pm", "nkd", "flake", "hedge", "equal"}
+    for (method, repeat), part in queries.groupby(["method", "repeat"]):
+        assert len(part) == part["query"].nunique() == 200  # every query exactly once
+        assert part["outcome"].notna().all()
+    assert (table1["gmm_ms"] >= table1["gpm_ms"]).all() and (table1["n_lost"] >= 0).all()
+    assert list(fig6.columns) == ["method", "n_unavailable", "repeat", "n", "n_recovered", "median_ms",
+                                  "p99_ms", "max_ms"]
+    assert set(fig6["n_unavailable"]) == {1, 2}
+    assert (out / "latency" / "fig5_latency_cdf.png").is_file()
