@@ -13,6 +13,8 @@ One module per concept:
 - ``experiment`` one dataset + deployed model: trains F, PM, Flake and NKD; degraded-mode evaluation
 - ``metrics``  accuracy vocabulary: ``A_a``, ``A_d``, reconstruction agreement, ``A_o``
 - ``runtime``  OpenVINO export and compilation of served models
+- ``serving``  the multi-process edge serving system, load generator, faults, latency statistics
+- ``paper``    the paper's reported values, Table II and ``REPORT.md``
 - ``trace``    the Alibaba v2018 batch_task trace: DAGs, long tail, slowdowns
 - ``report``   figures, tables, metrics JSON and provenance under ``results/<profile>/``
 - ``chain``    runs the notebooks in order with papermill (``./run_all.sh``)
