@@ -117,8 +117,11 @@ def _claims(results: Path) -> list[dict]:
         verdict = "reproduced" if main["degraded_top1"] >= 0.5 else "partly" if main["degraded_top1"] > 2 * chance else "not"
         rows.append(dict(id="E2", claim="a parity model (PM) reconstructs unavailable predictions",
                          paper=f"PM top-1 {PAPER_TABLE2['pm']['cifar10'][0]}% (CIFAR-10, Table II)", ours=ours,
-                         verdict=verdict, why="reconstructions classify far above chance; below F's own accuracy, "
-                         "as in ParM; our F and budget are smaller than the paper's",
+                         verdict=verdict, why={"reproduced": "reconstructions classify far above chance (at least "
+                         "50% top-1), below F's own accuracy as in ParM; our F and budget are smaller than the paper's",
+                         "partly": "reconstructions beat chance but stay under 50% top-1 at this budget",
+                         "not": "reconstructions are not better than twice chance: the parity model did not learn "
+                         "(expected in the smoke profile, which only proves the wiring)"}[verdict],
                          links="[curves](accuracy/pm_learning_curves.png), [notebook](executed/02-parity-training.ipynb)"))
     flake = _read(results / "accuracy" / "flake.json")
     nkd = _read(results / "accuracy" / "nkd.json")
@@ -133,9 +136,20 @@ def _claims(results: Path) -> list[dict]:
             ours += f"; NKD {_pct(nkd['rows'][0]['degraded_top1'])}"
         rows.append(dict(id="E3", claim="KD compresses the parity model with little accuracy loss; Flake beats NKD",
                          paper="Flake 75.46% vs PM 75.29% vs NKD 69.38% (CIFAR-10)", ours=ours, verdict=verdict,
-                         why="compression to under half the FLOPs holds; the accuracy gap to PM is "
+                         why=("compression to under half the FLOPs holds" if ratio <= 0.5 else
+                              "the student has more than half of PM's FLOPs") + "; the accuracy gap to PM is "
                              + ("within 3 points" if gap >= -0.03 else "larger than 3 points at this training budget"),
                          links="[ablation](accuracy/distillation_ablation.md), [notebook](executed/03-distillation.ipynb)"))
+    present = {row["id"] for row in rows}
+    for claim_id, claim, notebook in (("E0", "the addition/subtraction code is exact for a linear F, not for a CNN", "00"),
+                                      ("E1", "12.72% of dependent tasks contribute 80% of the response time (Fig. 1)", "01"),
+                                      ("E2", "a parity model (PM) reconstructs unavailable predictions", "02"),
+                                      ("E3", "KD compresses the parity model with little accuracy loss; Flake beats NKD", "03")):
+        if claim_id not in present:
+            rows.append(dict(id=claim_id, claim=claim, paper="see DESIGN.md §3", ours="not measured",
+                             verdict="not run", why=f"notebook {notebook} has not written its metrics for this profile",
+                             links=""))
+    rows.sort(key=lambda row: row["id"])
     table1 = results / "latency" / "table1.csv"
     if table1.is_file():
         df = pd.read_csv(table1)
