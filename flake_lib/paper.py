@@ -155,12 +155,16 @@ def _claims(results: Path) -> list[dict]:
         df = pd.read_csv(table1)
         summary = df.groupby("method")[["gmm_ms", "gpm_ms"]].median()
         ours = "; ".join(f"{m}: GMM {r.gmm_ms:.1f}, GPM {r.gpm_ms:.1f} ms" for m, r in summary.iterrows())
-        flake_better = ("flake" in summary.index and all(summary.loc["flake", "gpm_ms"] < summary.loc[m, "gpm_ms"]
-                                                         for m in ("pm", "srp") if m in summary.index))
+        # compared inside each repeat (same arrivals and faults), as ratios are
+        gpm = df.pivot(index="repeat", columns="method", values="gpm_ms")
+        others = [m for m in ("pm", "srp") if m in gpm]
+        wins = ((gpm[others].min(axis=1) > gpm["flake"]) if "flake" in gpm and others else pd.Series([], dtype=bool))
+        verdict = "reproduced" if len(wins) and wins.all() else "partly" if wins.any() else "not"
         rows.append(dict(id="E4", claim="Flake cuts the latency tail (GMM, GPM) at 200 qps (Table I)",
-                         paper="GMM Flake 16 / PM 22 / NKD 15 / SRP 26 ms; GPM 4 / 9 / 5 / 17 ms", ours=ours,
-                         verdict="reproduced" if flake_better else "not", why="GPM of Flake below PM's and SRP's"
-                         if flake_better else "Flake's GPM is not below PM's and SRP's in this run",
+                         paper="GMM Flake 16 / PM 22 / NKD 15 / SRP 26 ms; GPM 4 / 9 / 5 / 17 ms",
+                         ours=ours + " (medians over repeats)", verdict=verdict,
+                         why=f"Flake's GPM is below both PM's and SRP's in {int(wins.sum())} of {len(wins)} repeats "
+                             "(compared inside each repeat, on the same arrivals and faults)",
                          links="[latency](latency/), [notebook](executed/04-latency-benchmark.ipynb)"))
     else:
         rows.append(dict(id="E4", claim="Flake cuts the latency tail (GMM, GPM) at 200 qps (Table I)",
