@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from . import data, report
+from . import data, determinism, report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -24,6 +24,9 @@ PARAMS_DIR = REPO_ROOT / "params"
 #: Parameters the chain itself fills in for every notebook that declares them.
 CHAIN_PARAMETERS = ("profile", "results_dir", "data_mirror")
 KERNEL_NAME = "flake"
+#: Notebooks that train models and rewrite ``accuracy/*.json``: before they run, the chain keeps the
+#: numbers they overwrite (``provenance.json: previous_run``) so REPORT.md can say how far they moved.
+RETRAINING_NOTEBOOKS = ("02", "03")
 
 
 class ChainError(RuntimeError):
@@ -88,8 +91,13 @@ def _kernel_name() -> str:
 
 
 def run_chain(profile: str = "quick", only: str | None = None, mirror: str | None = None,
-              results_root: str | os.PathLike | None = None, progress: bool = True) -> list[Path]:
-    """Execute the selected notebooks in order; return the paths of the executed copies."""
+              results_root: str | os.PathLike | None = None, progress: bool = True,
+              seed: int | None = None) -> list[Path]:
+    """Execute the selected notebooks in order; return the paths of the executed copies.
+
+    ``seed`` replaces the profile's seed; when it differs from it, results go to
+    ``results/<profile>-seed<seed>/`` so that the profile's own results stay as they are.
+    """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -101,13 +109,22 @@ def run_chain(profile: str = "quick", only: str | None = None, mirror: str | Non
     mirror_path = data.resolve_mirror(mirror)
     if mirror_path is not None:
         os.environ[data.MIRROR_ENV] = str(mirror_path)  # the kernels inherit it
-    out = report.results_dir(profile, results_root)
+    folder = profile
+    if seed is not None and seed != params.get("seed"):
+        params["seed"], folder = seed, f"{profile}-seed{seed}"
+    out = report.results_dir(folder, results_root)
     executed_dir = out / "executed"
     executed_dir.mkdir(parents=True, exist_ok=True)
     chain_values = {"profile": profile, "data_mirror": str(mirror_path or ""),
                     "results_dir": os.path.relpath(out, NOTEBOOKS_DIR)}
+    retrains = any(nb.name[:2] in RETRAINING_NOTEBOOKS for nb in notebooks)
+    previous = determinism.snapshot(out) if retrains else None
     report.write_provenance(out, profile=profile, seed=params.get("seed"), parameters=params,
                             data_source={"mirror": chain_values["data_mirror"] or None})
+    if previous is not None:
+        prov = report.read_metrics(out / "provenance.json")
+        prov["previous_run"] = previous
+        report.write_metrics(prov, out / "provenance.json")
     kernel, executed, timings = _kernel_name(), [], {}
     for i, notebook in enumerate(notebooks, 1):
         declared = declared_parameters(notebook)
@@ -143,18 +160,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", metavar="NN[,NN]", help="run only these notebooks, e.g. 02 or 00,02")
     parser.add_argument("--mirror", metavar="DIR",
                         help=f"local data mirror laid out like shared/data (default: ${data.MIRROR_ENV})")
+    parser.add_argument("--seed", type=int, metavar="N",
+                        help="replace the profile's seed; results then go to results/<profile>-seedN/")
     parser.add_argument("--no-progress", action="store_true", help="hide papermill's cell progress bar")
     args = parser.parse_args(argv)
     if args.profile not in available_profiles():
         parser.error(f"unknown profile {args.profile!r}; available: {', '.join(available_profiles())}")
     try:
         start = time.perf_counter()
-        executed = run_chain(args.profile, args.only, args.mirror, progress=not args.no_progress)
+        executed = run_chain(args.profile, args.only, args.mirror, progress=not args.no_progress,
+                             seed=args.seed)
     except (ChainError, data.DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"Ran {len(executed)} notebook(s) in {time.perf_counter() - start:.0f} s; results in "
-          f"{report.results_dir(args.profile)}")
+          f"{executed[0].parent.parent if executed else report.results_dir(args.profile)}")
     return 0
 
 

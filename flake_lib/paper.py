@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import determinism
+
 #: E1, Fig. 1: share of the 1,021 dependent tasks that contributes 80 % of the total response time.
 PAPER_TRACE_SHARE = 0.1272
 #: E4, Table I at 200 qps (ms): max − median (GMM) and p99.9 − median (GPM).
@@ -202,4 +204,69 @@ def build_report(results: str | Path) -> str:
     for row in _claims(results):
         lines.append("| " + " | ".join(str(row[k]).replace("|", "/") for k in
                                       ("id", "claim", "paper", "ours", "verdict", "why", "links")) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + [""] + determinism_section(results, prov)) + "\n"
+
+
+#: The numbers REPORT.md compares across seeds (the rest are in provenance and the metrics files).
+HEADLINE_QUANTITIES = {
+    "F, A_a top-1": "srp experiment={e}: available_top1",
+    "PM (addition), A_d top-1": "pm experiment={e} k=2 encoder=addition targets=augmented: degraded_top1",
+    "PM (concatenation), A_d top-1": "pm experiment={e} k=2 encoder=concatenation targets=augmented: degraded_top1",
+    "Flake, A_d top-1": "flake experiment={e} k=2 encoder=addition terms=L_task + L_KD + L_Inter: degraded_top1",
+    "NKD, A_d top-1": "nkd experiment={e} terms=NKD (KD from F + CE): degraded_top1",
+}
+
+
+def determinism_section(results: str | Path, prov: dict) -> list[str]:
+    """REPORT.md's determinism section: this run against the run it overwrote (same seed), and
+    against the same profile run with other seeds (``results/<profile>-seedN/``)."""
+    results = Path(results)
+    current = determinism.accuracy_numbers(results)
+    lines = ["## Determinism of the accuracy numbers", ""]
+    if not current:
+        return lines + ["No accuracy numbers in this run (notebooks 02 and 03 did not run).", ""]
+    previous = prov.get("previous_run")
+    if previous and previous.get("accuracy"):
+        diff = determinism.compare(previous["accuracy"], current)
+        same = previous.get("seed") == prov.get("seed")
+        before, now = previous.get("parameters"), prov.get("parameters") or {}
+        changed = [] if before is None else sorted(k for k in set(before) | set(now)
+                                                   if before.get(k) != now.get(k))
+        what = ("Same seed" if same else f"Seed {previous.get('seed')} vs {prov.get('seed')}") + (
+            f" but other parameters ({', '.join(changed)}), so not a determinism check" if changed else "")
+        moved = "identical (|Δ| = 0)" if diff["abs_diff"].max() == 0 else \
+            f"max |Δ| = {100 * diff['abs_diff'].max():.2f} points, median {100 * diff['abs_diff'].median():.2f}"
+        lines.append(f"- **{what}:** this run against the run it overwrote (commit "
+                     f"`{str(previous.get('git_commit'))[:10]}`, seed {previous.get('seed')}): "
+                     f"{len(diff)} accuracy numbers, {moved}. (A run retrains only the models "
+                     "whose checkpoints are missing; a fresh clone retrains all of them.)")
+    else:
+        lines.append("- **Same seed:** no earlier run of this profile was in place when this one "
+                     "retrained its models, so there is nothing to compare with yet.")
+    seed_dirs = [d for d in determinism.seed_results_dirs(results) if determinism.accuracy_numbers(d)]
+    if not seed_dirs:
+        lines.append(f"- **Other seeds:** none run (`./run_all.sh --profile {prov.get('profile')} "
+                     "--only 02,03 --seed 1` writes one beside this folder).")
+        return lines + [""]
+    experiments = sorted({key.split("experiment=")[1].split(" ")[0].split(":")[0]
+                          for key in current if "experiment=" in key})
+    header = ["quantity", f"seed {prov.get('seed')}"]
+    columns = []
+    for directory in seed_dirs:
+        other = determinism.accuracy_numbers(directory)
+        other_seed = (json.loads((directory / "provenance.json").read_text()).get("seed")
+                      if (directory / "provenance.json").is_file() else directory.name)
+        diff = determinism.compare(current, other)
+        lines.append(f"- **Seed {other_seed}** ([{directory.name}/](../{directory.name}/)): "
+                     f"{len(diff)} accuracy numbers, max |Δ| = {100 * diff['abs_diff'].max():.2f} "
+                     f"points, median {100 * diff['abs_diff'].median():.2f}.")
+        header.append(f"seed {other_seed}")
+        columns.append(other)
+    lines += ["", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for experiment in experiments:
+        for name, pattern in HEADLINE_QUANTITIES.items():
+            key = pattern.format(e=experiment)
+            if key in current:
+                cells = [_pct(current[key])] + [_pct(c.get(key)) for c in columns]
+                lines.append(f"| {name} ({experiment}) | " + " | ".join(cells) + " |")
+    return lines + [""]
