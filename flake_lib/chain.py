@@ -27,6 +27,9 @@ KERNEL_NAME = "flake"
 #: Notebooks that train models and rewrite ``accuracy/*.json``: before they run, the chain keeps the
 #: numbers they overwrite (``provenance.json: previous_run``) so REPORT.md can say how far they moved.
 RETRAINING_NOTEBOOKS = ("02", "03")
+#: The profile whose results the README shows (its tables are rewritten after a run that includes
+#: notebook 05, the one that reads every result).
+README_PROFILE, README_NOTEBOOK = "quick", "05"
 
 
 class ChainError(RuntimeError):
@@ -112,6 +115,8 @@ def run_chain(profile: str = "quick", only: str | None = None, mirror: str | Non
     folder = profile
     if seed is not None and seed != params.get("seed"):
         params["seed"], folder = seed, f"{profile}-seed{seed}"
+        if results_root is not None:  # beside the given folder, where REPORT.md looks for it
+            results_root = Path(results_root).parent / f"{Path(results_root).name}-seed{seed}"
     out = report.results_dir(folder, results_root)
     executed_dir = out / "executed"
     executed_dir.mkdir(parents=True, exist_ok=True)
@@ -148,6 +153,12 @@ def run_chain(profile: str = "quick", only: str | None = None, mirror: str | Non
         prov.setdefault("chain_commits", {})[stem] = {"git_commit": prov["git_commit"],
                                                       "git_dirty": prov["git_dirty"]}
     report.write_metrics(prov, out / "provenance.json")
+    if (profile, folder, results_root) == (README_PROFILE, profile, None) and \
+            any(nb.name.startswith(README_NOTEBOOK) for nb in notebooks):
+        from . import paper
+
+        if paper.update_readme(REPO_ROOT / "README.md", out):
+            print("    README.md: results tables rewritten from this run", flush=True)
     return executed
 
 

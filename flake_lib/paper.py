@@ -270,3 +270,70 @@ def determinism_section(results: str | Path, prov: dict) -> list[str]:
                 cells = [_pct(current[key])] + [_pct(c.get(key)) for c in columns]
                 lines.append(f"| {name} ({experiment}) | " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+# ----------------------------------------------------------------------------- README results
+README_START = "<!-- results:start (written by ./run_all.sh from results/quick; do not edit) -->"
+README_END = "<!-- results:end -->"
+
+
+def _ms(value) -> str:
+    return "—" if value is None or pd.isna(value) else f"{value:.1f}"
+
+
+def readme_results(results: str | Path) -> str:
+    """The README's results block: Table II and Table I of ``results`` beside the paper's values,
+    and each claim's verdict, all read from the files the notebooks wrote."""
+    results = Path(results)
+    prov = _read(results / "provenance.json") or {}
+    name = results.name
+    lines = [f"Profile `{prov.get('profile')}`, seed {prov.get('seed')}, commit "
+             f"`{str(prov.get('git_commit'))[:10]}`, {prov.get('cpu')} ({(prov.get('machine') or {}).get('cpu_count')} "
+             f"cores); chain time {sum((prov.get('chain_seconds') or {}).values()) / 60:.0f} min. "
+             f"Full report: [`results/{name}/REPORT.md`](results/{name}/REPORT.md).", "",
+             "**Table II** (CIFAR-10; top-1 / top-5 of the model that answers an unavailable query, "
+             "A_d; SRP answers with a replica of F, so its A_d is F's accuracy):", "",
+             "| method | model | params | FLOPs | top-1 | paper top-1 | top-5 | paper top-5 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    table = table2(results)
+    for row in table[table["dataset"] == "cifar10"].itertuples():
+        params = "—" if pd.isna(row.params) else f"{row.params / 1e3:.0f} k"
+        flops = "—" if pd.isna(row.flops) else f"{row.flops / 1e6:.1f} M"
+        lines.append(f"| {row.method} | {row.model or '—'} | {params} | {flops} | {_pct(row.top1)} | "
+                     f"{_pct(row.paper_top1)} | {_pct(row.top5)} | {_pct(row.paper_top5)} |")
+    missing = table[(table["dataset"] == "cifar100") & table["top1"].isna()]
+    if len(missing):
+        lines += ["", f"CIFAR-100: {missing['note'].iloc[0]}."]
+    summary_path = results / "latency" / "table1_summary.csv"
+    if summary_path.is_file():
+        summary = pd.read_csv(summary_path)
+        per_repeat = pd.read_csv(results / "latency" / "table1.csv")
+        rate, repeats = per_repeat["qps"].iloc[0], per_repeat["repeat"].nunique()
+        lines += ["", f"**Table I** ({rate:g} qps, {per_repeat['n_queries'].iloc[0]:,} queries per "
+                  f"method and repeat, {repeats} repeats; ms, median over repeats with the range; "
+                  "GMM = max − median, GPM = p99.9 − median):", "",
+                  "| method | median | p99.9 | GMM | paper GMM | GPM | paper GPM | accuracy |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for row in summary.itertuples():
+            lines.append(f"| {row.method} | {_ms(row.median_ms)} | {_ms(row.p999_ms)} | {_ms(row.gmm_ms)} "
+                         f"({_ms(row.gmm_min)}–{_ms(row.gmm_max)}) | {_ms(row.paper_gmm_ms)} | "
+                         f"{_ms(row.gpm_ms)} ({_ms(row.gpm_min)}–{_ms(row.gpm_max)}) | "
+                         f"{_ms(row.paper_gpm_ms)} | {_pct(row.accuracy)} |")
+    lines += ["", "**Verdicts:** " + "; ".join(f"{row['id']} *{row['verdict']}*" for row in _claims(results))
+              + " (reasons in REPORT.md)."]
+    return "\n".join(lines)
+
+
+def update_readme(readme: str | Path, results: str | Path) -> bool:
+    """Replace the block between :data:`README_START` and :data:`README_END` in ``readme`` with
+    :func:`readme_results`; return whether the file changed. A README without the markers is an error."""
+    readme = Path(readme)
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme} has no results block ({README_START} ... {README_END})")
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    new = f"{head}{README_START}\n{readme_results(results)}\n{README_END}{tail}"
+    if new != text:
+        readme.write_text(new)
+    return new != text

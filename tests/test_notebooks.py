@@ -135,3 +135,19 @@ def test_latency_benchmark_accounts_for_every_query(smoke_results):
                                   "p99_ms", "max_ms"]
     assert set(fig6["n_unavailable"]) == {1, 2}
     assert (out / "latency" / "fig5_latency_cdf.png").is_file()
+
+
+def test_rerun_and_second_seed_are_compared_in_report(smoke_results):
+    """Same seed: a rerun of 02/03 (checkpoints in place, so it re-evaluates) gives identical
+    accuracy numbers; --seed 1 writes beside the results, and REPORT.md compares both."""
+    out, _ = smoke_results
+    chain.run_chain("smoke", only="02", seed=1, results_root=out, progress=False)
+    seed_dir = out.parent / f"{out.name}-seed1"
+    assert json.loads((seed_dir / "provenance.json").read_text())["seed"] == 1
+    assert (seed_dir / "accuracy" / "pm.json").is_file() and not (seed_dir / "latency").exists()
+    chain.run_chain("smoke", only="02,03,05", results_root=out, progress=False)
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["previous_run"]["seed"] == prov["seed"] == 0
+    report = (out / "REPORT.md").read_text()
+    assert "**Same seed:**" in report and "identical (|Δ| = 0)" in report
+    assert "**Seed 1**" in report and "| F, A_a top-1 (cifar10-resnet) |" in report
