@@ -86,13 +86,40 @@ def _json_default(value):
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
+def _nan_to_null(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_null(v) for v in value]
+    return value
+
+
 def write_metrics(metrics: dict, path: str | os.PathLike) -> Path:
-    """Write ``metrics`` as indented JSON (numpy/torch scalars and arrays converted), atomically."""
-    return _atomic_write_text(Path(path), json.dumps(metrics, indent=2, default=_json_default) + "\n")
+    """Write ``metrics`` as indented, strict JSON (numpy/torch scalars and arrays converted, NaN
+    written as ``null``), atomically."""
+    text = json.dumps(_nan_to_null(json.loads(json.dumps(metrics, default=_json_default))), indent=2,
+                      allow_nan=False)
+    return _atomic_write_text(Path(path), text + "\n")
 
 
 def read_metrics(path: str | os.PathLike) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def metric_rows(table: pd.DataFrame, columns: list[str]) -> list[dict]:
+    """``table[columns]`` as JSON-ready records: missing values (NaN) become ``null``, ``k`` an int."""
+    return [{key: None if pd.isna(value) else int(value) if key == "k" else value
+             for key, value in row.items()} for row in table[columns].to_dict(orient="records")]
+
+
+def method_record(method: str, table: pd.DataFrame, columns: list[str], **fields) -> dict:
+    """The ``accuracy/<method>.json`` record: ``method``, the ``dataset`` and ``data_source`` of the
+    first row, the given ``fields`` (profile, device, timings...), and ``rows`` (:func:`metric_rows`)."""
+    first = table.iloc[0]
+    return {"method": method, "dataset": first["dataset"], "data_source": first["data_source"],
+            **fields, "rows": metric_rows(table, columns)}
 
 
 # ----------------------------------------------------------------------------- provenance

@@ -34,6 +34,8 @@ def test_write_metrics_converts_numpy_and_torch(tmp_path):
     path = report.write_metrics({"a": np.float32(0.5), "b": torch.tensor([1, 2]), "c": np.int64(3)},
                                 tmp_path / "m.json")
     assert json.loads(path.read_text()) == {"a": 0.5, "b": [1, 2], "c": 3}
+    path = report.write_metrics({"d": float("nan"), "e": [np.float32("nan"), 1.0]}, tmp_path / "n.json")
+    assert "NaN" not in path.read_text() and json.loads(path.read_text()) == {"d": None, "e": [None, 1.0]}
 
 
 def test_provenance_has_the_design_keys(tmp_path):
@@ -56,3 +58,13 @@ def test_metrics_by_hand():
     est, target = torch.tensor([[3.0, 4.0]]), torch.tensor([[0.0, 5.0]])
     assert abs(metrics.relative_error(est, target) - (10 ** 0.5) / 5) < 1e-6
     assert metrics.overall_accuracy(0.9, 0.5, 0.25) == pytest.approx(0.8)
+
+
+def test_method_record_rows_are_strict_json():
+    table = pd.DataFrame({"dataset": ["cifar10", "cifar10"], "data_source": ["mirror", "mirror"],
+                          "k": [2.0, float("nan")], "degraded_top1": [0.5, 0.25]})
+    record = report.method_record("pm", table, ["k", "degraded_top1"], profile="quick")
+    assert record == {"method": "pm", "dataset": "cifar10", "data_source": "mirror", "profile": "quick",
+                      "rows": [{"k": 2, "degraded_top1": 0.5}, {"k": None, "degraded_top1": 0.25}]}
+    assert isinstance(record["rows"][0]["k"], int)
+    json.dumps(record, allow_nan=False)  # no NaN in the file
