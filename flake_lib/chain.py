@@ -87,6 +87,12 @@ def check_parameters(params: dict, profile: str, notebooks: list[Path]) -> None:
                          f"notebook declares them (declared: {', '.join(sorted(declared))})")
 
 
+def _shown_path(path: str) -> str:
+    """``path`` as recorded in provenance: relative to the repository (``../shared/data``), symlinks
+    kept, so that the record does not name one machine's folders."""
+    return os.path.relpath(os.path.abspath(os.path.expanduser(path)), REPO_ROOT)
+
+
 def _kernel_name() -> str:
     from jupyter_client.kernelspec import KernelSpecManager
 
@@ -109,6 +115,7 @@ def run_chain(profile: str = "quick", only: str | None = None, mirror: str | Non
     notebooks = select_notebooks(only)
     if not notebooks:
         raise ChainError(f"no notebooks found in {NOTEBOOKS_DIR}")
+    given_mirror = mirror or os.environ.get(data.MIRROR_ENV)
     mirror_path = data.resolve_mirror(mirror)
     if mirror_path is not None:
         os.environ[data.MIRROR_ENV] = str(mirror_path)  # the kernels inherit it
@@ -125,7 +132,8 @@ def run_chain(profile: str = "quick", only: str | None = None, mirror: str | Non
     retrains = any(nb.name[:2] in RETRAINING_NOTEBOOKS for nb in notebooks)
     previous = determinism.snapshot(out) if retrains else None
     report.write_provenance(out, profile=profile, seed=params.get("seed"), parameters=params,
-                            data_source={"mirror": chain_values["data_mirror"] or None})
+                            data_source={"mirror": _shown_path(given_mirror)
+                                         if mirror_path else None})
     if previous is not None:
         prov = report.read_metrics(out / "provenance.json")
         prov["previous_run"] = previous
