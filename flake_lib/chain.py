@@ -134,11 +134,14 @@ def run_chain(profile: str = "quick", only: str | None = None, mirror: str | Non
     report.write_provenance(out, profile=profile, seed=params.get("seed"), parameters=params,
                             data_source={"mirror": _shown_path(given_mirror)
                                          if mirror_path else None})
+    prov = report.read_metrics(out / "provenance.json")
     if previous is not None:
-        prov = report.read_metrics(out / "provenance.json")
         prov["previous_run"] = previous
-        report.write_metrics(prov, out / "provenance.json")
-    kernel, executed, timings = _kernel_name(), [], {}
+    for nb in notebooks:  # forget an earlier run's record of the notebooks this run executes
+        for key in ("chain_seconds", "chain_commits"):
+            prov.get(key, {}).pop(nb.stem, None)
+    report.write_metrics(prov, out / "provenance.json")
+    kernel, executed = _kernel_name(), []
     for i, notebook in enumerate(notebooks, 1):
         declared = declared_parameters(notebook)
         values = {k: v for k, v in {**params, **chain_values}.items() if k in declared}
@@ -152,15 +155,16 @@ def run_chain(profile: str = "quick", only: str | None = None, mirror: str | Non
         except PapermillExecutionError as error:
             raise ChainError(f"{notebook.name} failed in cell [{error.exec_count}]: "
                              f"{error.ename}: {error.evalue}\n  executed copy: {target}") from None
-        timings[notebook.stem] = round(time.perf_counter() - start, 1)
-        print(f"    done in {timings[notebook.stem]:.1f} s -> {target}", flush=True)
+        seconds = round(time.perf_counter() - start, 1)
+        print(f"    done in {seconds:.1f} s -> {target}", flush=True)
         executed.append(target)
-    prov = report.read_metrics(out / "provenance.json")
-    prov.setdefault("chain_seconds", {}).update(timings)
-    for stem in timings:  # a partial rerun (--only) keeps the record of the notebooks it did not run
-        prov.setdefault("chain_commits", {})[stem] = {"git_commit": prov["git_commit"],
-                                                      "git_dirty": prov["git_dirty"]}
-    report.write_metrics(prov, out / "provenance.json")
+        # recorded as each notebook ends, so that a later notebook (05's REPORT.md) sees this run's;
+        # a partial rerun (--only) keeps the record of the notebooks it did not run
+        prov = report.read_metrics(out / "provenance.json")
+        prov.setdefault("chain_seconds", {})[notebook.stem] = seconds
+        prov.setdefault("chain_commits", {})[notebook.stem] = {"git_commit": prov["git_commit"],
+                                                               "git_dirty": prov["git_dirty"]}
+        report.write_metrics(prov, out / "provenance.json")
     if (profile, folder, results_root) == (README_PROFILE, profile, None) and \
             any(nb.name.startswith(README_NOTEBOOK) for nb in notebooks):
         from . import paper

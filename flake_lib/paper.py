@@ -196,8 +196,9 @@ def build_report(results: str | Path) -> str:
              f" profile `{prov.get('profile')}`, seed {prov.get('seed')}",
              f"- machine: {prov.get('cpu')}; OpenVINO devices: {', '.join(prov.get('devices') or [])}",
              f"- data: {'; '.join(sources) or 'see provenance.json'}",
-             f"- time per notebook (s): {prov.get('chain_seconds', {})}",
-             f"- commit per notebook: {({k: v['git_commit'][:10] for k, v in prov.get('chain_commits', {}).items() if v.get('git_commit')}) or 'as above'}", "",
+             f"- time per notebook (s), this run up to this report: {prov.get('chain_seconds', {})}",
+             f"- commit per notebook: {({k: v['git_commit'][:10] for k, v in prov.get('chain_commits', {}).items() if v.get('git_commit')}) or 'as above'}",
+             "  (the notebook that writes this report records its own time in `provenance.json` when it ends)", "",
              "Verdicts: *reproduced* (the claim holds here, by the rule in the row), *partly*, *not*, "
              "*not run*.", "",
              "| id | claim | paper | ours | verdict | why | links |", "| --- | --- | --- | --- | --- | --- | --- |"]

@@ -114,6 +114,11 @@ def test_table2_and_report_have_every_row(smoke_results):
     for claim in ("E0", "E1", "E2", "E3", "E4", "E5"):
         assert f"| {claim} |" in report, f"REPORT.md lacks {claim}"
     assert "0.1272" in report or "12.72%" in report
+    # the header gives this run's time and commit of every notebook that ran before the report
+    prov = json.loads((out / "provenance.json").read_text())
+    for nb in chain.all_notebooks()[:-1]:
+        assert f"'{nb.stem}': {prov['chain_seconds'][nb.stem]}" in report
+        assert f"'{nb.stem}': '{prov['chain_commits'][nb.stem]['git_commit'][:10]}'" in report
 
 
 def test_latency_benchmark_accounts_for_every_query(smoke_results):
