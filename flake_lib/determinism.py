@@ -60,6 +60,8 @@ def snapshot(results: str | Path) -> dict | None:
     commits = {k: v.get("git_commit") for k, v in (prov.get("chain_commits") or {}).items()}
     return {"seed": prov.get("seed"), "parameters": prov.get("parameters"),
             "git_commit": prov.get("git_commit"),
+            # the commit each notebook section last ran at (the accuracy notebooks' is the one that matters)
+            "section_commits": {k: v.get("git_commit") for k, v in (prov.get("notebooks") or {}).items()},
             "chain_commits": commits, "updated_utc": prov.get("updated_utc"), "accuracy": numbers}
 
 

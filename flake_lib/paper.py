@@ -237,8 +237,12 @@ def determinism_section(results: str | Path, prov: dict) -> list[str]:
             f" but other parameters ({', '.join(changed)}), so not a determinism check" if changed else "")
         moved = "identical (|Δ| = 0)" if diff["abs_diff"].max() == 0 else \
             f"max |Δ| = {100 * diff['abs_diff'].max():.2f} points, median {100 * diff['abs_diff'].median():.2f}"
-        lines.append(f"- **{what}:** this run against the run it overwrote (commit "
-                     f"`{str(previous.get('git_commit'))[:10]}`, seed {previous.get('seed')}): "
+        sections = {k: v for k, v in (previous.get("section_commits") or {}).items()
+                    if v and k[:2] in ("02", "03")}  # the notebooks that train and write accuracy
+        commits = (", ".join(f"{k} at `{v[:10]}`" for k, v in sorted(sections.items())) if sections
+                   else f"last started at commit `{str(previous.get('git_commit'))[:10]}`")
+        lines.append(f"- **{what}:** this run against the run it overwrote ({commits}, "
+                     f"seed {previous.get('seed')}): "
                      f"{len(diff)} accuracy numbers, {moved}. (A run retrains only the models "
                      "whose checkpoints are missing; a fresh clone retrains all of them.)")
     else:

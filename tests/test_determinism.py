@@ -57,6 +57,9 @@ def test_report_compares_same_seed_and_other_seeds(tmp_path):
     text = "\n".join(paper.determinism_section(main, prov))
     assert "**Same seed:**" in text and "identical (|Δ| = 0)" in text
     assert "**Seed 1**" in text and "max |Δ| = 5.00 points" in text
+    assert "last started at commit `abc`" in text  # no per-notebook record: the run's last commit
+    prov["previous_run"]["section_commits"] = {"02-parity-training": "0123456789ab", "04-latency": "ffff"}
+    assert "02-parity-training at `0123456789`, seed 0" in "\n".join(paper.determinism_section(main, prov))
     prov["previous_run"]["parameters"] = {"seed": 0, "parity_epochs": 9}
     assert "other parameters (parity_epochs)" in "\n".join(paper.determinism_section(main, prov))
 
