@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from . import data, determinism, report
+from . import data, determinism, paper, report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -167,8 +167,6 @@ def run_chain(profile: str = "quick", only: str | None = None, mirror: str | Non
         report.write_metrics(prov, out / "provenance.json")
     if (profile, folder, results_root) == (README_PROFILE, profile, None) and \
             any(nb.name.startswith(README_NOTEBOOK) for nb in notebooks):
-        from . import paper
-
         if paper.update_readme(REPO_ROOT / "README.md", out):
             print("    README.md: results tables rewritten from this run", flush=True)
     return executed

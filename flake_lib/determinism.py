@@ -57,12 +57,11 @@ def snapshot(results: str | Path) -> dict | None:
         return None
     path = Path(results) / "provenance.json"
     prov = json.loads(path.read_text()) if path.is_file() else {}
-    commits = {k: v.get("git_commit") for k, v in (prov.get("chain_commits") or {}).items()}
     return {"seed": prov.get("seed"), "parameters": prov.get("parameters"),
             "git_commit": prov.get("git_commit"),
             # the commit each notebook section last ran at (the accuracy notebooks' is the one that matters)
             "section_commits": {k: v.get("git_commit") for k, v in (prov.get("notebooks") or {}).items()},
-            "chain_commits": commits, "updated_utc": prov.get("updated_utc"), "accuracy": numbers}
+            "updated_utc": prov.get("updated_utc"), "accuracy": numbers}
 
 
 def compare(reference: dict[str, float], other: dict[str, float]) -> pd.DataFrame:

@@ -253,14 +253,13 @@ def determinism_section(results: str | Path, prov: dict) -> list[str]:
         lines.append(f"- **Other seeds:** none run (`./run_all.sh --profile {prov.get('profile')} "
                      "--only 02,03 --seed 1` writes one beside this folder).")
         return lines + [""]
-    experiments = sorted({key.split("experiment=")[1].split(" ")[0].split(":")[0]
-                          for key in current if "experiment=" in key})
+    experiments = sorted({row["experiment"] for method in METHODS
+                          for row in (_read(results / "accuracy" / f"{method}.json") or {}).get("rows", [])})
     header = ["quantity", f"seed {prov.get('seed')}"]
     columns = []
     for directory in seed_dirs:
         other = determinism.accuracy_numbers(directory)
-        other_seed = (json.loads((directory / "provenance.json").read_text()).get("seed")
-                      if (directory / "provenance.json").is_file() else directory.name)
+        other_seed = (_read(directory / "provenance.json") or {}).get("seed", directory.name)
         diff = determinism.compare(current, other)
         lines.append(f"- **Seed {other_seed}** ([{directory.name}/](../{directory.name}/)): "
                      f"{len(diff)} accuracy numbers, max |Δ| = {100 * diff['abs_diff'].max():.2f} "
