@@ -16,7 +16,7 @@ One module per concept:
 - ``serving``  the multi-process edge serving system, load generator, faults, latency statistics
 - ``paper``    the paper's reported values, Table II and ``REPORT.md``
 - ``trace``    the Alibaba v2018 batch_task trace: DAGs, long tail, slowdowns
-- ``report``   figures, tables, metrics JSON and provenance under ``results/<profile>/``
+- ``results``  figures, tables, metrics JSON and provenance under ``results/<profile>/``
 - ``chain``    runs the notebooks in order with papermill (``./run_all.sh``)
 - ``seeding``  explicit seeding
 """

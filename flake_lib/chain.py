@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from . import data, determinism, paper, report
+from . import data, determinism, paper, results
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -124,23 +124,23 @@ def run_chain(profile: str = "quick", only: str | None = None, mirror: str | Non
         params["seed"], folder = seed, f"{profile}-seed{seed}"
         if results_root is not None:  # beside the given folder, where REPORT.md looks for it
             results_root = Path(results_root).parent / f"{Path(results_root).name}-seed{seed}"
-    out = report.results_dir(folder, results_root)
+    out = results.results_dir(folder, results_root)
     executed_dir = out / "executed"
     executed_dir.mkdir(parents=True, exist_ok=True)
     chain_values = {"profile": profile, "data_mirror": str(mirror_path or ""),
                     "results_dir": os.path.relpath(out, NOTEBOOKS_DIR)}
     retrains = any(nb.name[:2] in RETRAINING_NOTEBOOKS for nb in notebooks)
     previous = determinism.snapshot(out) if retrains else None
-    report.write_provenance(out, profile=profile, seed=params.get("seed"), parameters=params,
+    results.write_provenance(out, profile=profile, seed=params.get("seed"), parameters=params,
                             data_source={"mirror": _shown_path(given_mirror)
                                          if mirror_path else None})
-    prov = report.read_metrics(out / "provenance.json")
+    prov = results.read_metrics(out / "provenance.json")
     if previous is not None:
         prov["previous_run"] = previous
     for nb in notebooks:  # forget an earlier run's record of the notebooks this run executes
         for key in ("chain_seconds", "chain_commits"):
             prov.get(key, {}).pop(nb.stem, None)
-    report.write_metrics(prov, out / "provenance.json")
+    results.write_metrics(prov, out / "provenance.json")
     kernel, executed = _kernel_name(), []
     for i, notebook in enumerate(notebooks, 1):
         declared = declared_parameters(notebook)
@@ -160,11 +160,11 @@ def run_chain(profile: str = "quick", only: str | None = None, mirror: str | Non
         executed.append(target)
         # recorded as each notebook ends, so that a later notebook (05's REPORT.md) sees this run's;
         # a partial rerun (--only) keeps the record of the notebooks it did not run
-        prov = report.read_metrics(out / "provenance.json")
+        prov = results.read_metrics(out / "provenance.json")
         prov.setdefault("chain_seconds", {})[notebook.stem] = seconds
         prov.setdefault("chain_commits", {})[notebook.stem] = {"git_commit": prov["git_commit"],
                                                                "git_dirty": prov["git_dirty"]}
-        report.write_metrics(prov, out / "provenance.json")
+        results.write_metrics(prov, out / "provenance.json")
     if (profile, folder, results_root) == (README_PROFILE, profile, None) and \
             any(nb.name.startswith(README_NOTEBOOK) for nb in notebooks):
         if paper.update_readme(REPO_ROOT / "README.md", out):
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"Ran {len(executed)} notebook(s) in {time.perf_counter() - start:.0f} s; results in "
-          f"{executed[0].parent.parent if executed else report.results_dir(args.profile)}")
+          f"{executed[0].parent.parent if executed else results.results_dir(args.profile)}")
     return 0
 
 

@@ -9,13 +9,13 @@ import pytest  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from flake_lib import metrics, report  # noqa: E402
+from flake_lib import metrics, results  # noqa: E402
 
 
 def test_save_figure_writes_png_and_pdf(tmp_path):
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])
-    written = report.save_figure(fig, tmp_path / "figs" / "line")
+    written = results.save_figure(fig, tmp_path / "figs" / "line")
     assert [p.name for p in written] == ["line.png", "line.pdf"]
     assert (tmp_path / "figs" / "line.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "figs" / "line.pdf").read_bytes()[:4] == b"%PDF"
@@ -23,7 +23,7 @@ def test_save_figure_writes_png_and_pdf(tmp_path):
 
 def test_write_table_three_formats(tmp_path):
     df = pd.DataFrame({"method": ["pm", "flake"], "top1": [0.75291, np.nan]})
-    report.write_table(df, tmp_path / "t", caption="Table II")
+    results.write_table(df, tmp_path / "t", caption="Table II")
     assert pd.read_csv(tmp_path / "t.csv").equals(df)
     md = (tmp_path / "t.md").read_text()
     assert "| method | top1 |" in md and "| pm | 0.7529 |" in md and "| flake |  |" in md
@@ -31,16 +31,16 @@ def test_write_table_three_formats(tmp_path):
 
 
 def test_write_metrics_converts_numpy_and_torch(tmp_path):
-    path = report.write_metrics({"a": np.float32(0.5), "b": torch.tensor([1, 2]), "c": np.int64(3)},
+    path = results.write_metrics({"a": np.float32(0.5), "b": torch.tensor([1, 2]), "c": np.int64(3)},
                                 tmp_path / "m.json")
     assert json.loads(path.read_text()) == {"a": 0.5, "b": [1, 2], "c": 3}
-    path = report.write_metrics({"d": float("nan"), "e": [np.float32("nan"), 1.0]}, tmp_path / "n.json")
+    path = results.write_metrics({"d": float("nan"), "e": [np.float32("nan"), 1.0]}, tmp_path / "n.json")
     assert "NaN" not in path.read_text() and json.loads(path.read_text()) == {"d": None, "e": [None, 1.0]}
 
 
 def test_provenance_has_the_design_keys(tmp_path):
-    report.write_provenance(tmp_path, profile="smoke", seed=3, data_source={"cifar10": "mirror"})
-    report.write_provenance(tmp_path, profile="smoke", section="00-x", parameters={"n": 1})
+    results.write_provenance(tmp_path, profile="smoke", seed=3, data_source={"cifar10": "mirror"})
+    results.write_provenance(tmp_path, profile="smoke", section="00-x", parameters={"n": 1})
     prov = json.loads((tmp_path / "provenance.json").read_text())
     for key in ("git_commit", "git_dirty", "profile", "packages", "devices", "cpu", "seed", "data_source"):
         assert key in prov
@@ -63,7 +63,7 @@ def test_metrics_by_hand():
 def test_method_record_rows_are_strict_json():
     table = pd.DataFrame({"dataset": ["cifar10", "cifar10"], "data_source": ["mirror", "mirror"],
                           "k": [2.0, float("nan")], "degraded_top1": [0.5, 0.25]})
-    record = report.method_record("pm", table, ["k", "degraded_top1"], profile="quick")
+    record = results.method_record("pm", table, ["k", "degraded_top1"], profile="quick")
     assert record == {"method": "pm", "dataset": "cifar10", "data_source": "mirror", "profile": "quick",
                       "rows": [{"k": 2, "degraded_top1": 0.5}, {"k": None, "degraded_top1": 0.25}]}
     assert isinstance(record["rows"][0]["k"], int)
