@@ -14,10 +14,14 @@ Encoders:
 - ``concatenation`` (ParM): ``k = 2`` puts both images side by side, each resized to half width;
   ``k = 4`` puts the four images in a 2×2 grid, each at half height and half width. ``p`` has the
   shape of one query.
+
+The serving frontend works on numpy arrays: :func:`encode_np` is the same encoder in numpy (equal to
+:func:`encode` bit for bit) and :func:`subtract_decode` rebuilds one output of one group.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -84,6 +88,48 @@ def encode(grouped: torch.Tensor, encoder: str = "addition") -> torch.Tensor:
     raise ValueError(f"unknown encoder {encoder!r}; known: {', '.join(ENCODERS)}")
 
 
+def encode_np(grouped: np.ndarray, encoder: str = "addition") -> np.ndarray:
+    """:func:`encode` on numpy arrays ``(G, k, ...) → (G, ...)``, without torch: ``addition`` is
+    ``Σ_i x_i``; ``concatenation`` averages pixel pairs (``k = 2``) or 2×2 blocks (``k = 4``) in the
+    order torch's ``avg_pool2d`` adds them, so both encoders equal the torch ones exactly."""
+    grouped = np.asarray(grouped)
+    _check_grouped(grouped)
+    if encoder == "addition":
+        return grouped.sum(axis=1)
+    if encoder != "concatenation":
+        raise ValueError(f"unknown encoder {encoder!r}; known: {', '.join(ENCODERS)}")
+    if grouped.ndim != 5:
+        raise ValueError(f"concatenation needs images (G, k, C, H, W), got shape {grouped.shape}")
+    k, h, w = grouped.shape[1], grouped.shape[3], grouped.shape[4]
+    x = grouped.astype(np.float32, copy=False)
+    if k == 2:
+        if w % 2:
+            raise ValueError(f"concatenation with k=2 needs an even width, got {w}")
+        half = (x[..., 0::2] + x[..., 1::2]) / np.float32(2)
+        return np.concatenate([half[:, 0], half[:, 1]], axis=-1)
+    if k == 4:
+        if h % 2 or w % 2:
+            raise ValueError(f"concatenation with k=4 needs even height and width, got {h}x{w}")
+        q = (x[..., 0::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 0::2] + x[..., 1::2, 1::2]) / np.float32(4)
+        top = np.concatenate([q[:, 0], q[:, 1]], axis=-1)
+        bottom = np.concatenate([q[:, 2], q[:, 3]], axis=-1)
+        return np.concatenate([top, bottom], axis=-2)
+    raise ValueError(f"the concatenation encoder supports k = 2 or 4, got k={k}")
+
+
+def subtract_decode(parity_output, known_outputs):
+    """The subtraction decoder for one unavailable output: ``F(x_j) ≈ F_p(p) − Σ_{i≠j} F(x_i)``.
+
+    ``parity_output`` is ``F_p(p)``; ``known_outputs`` the ``k − 1`` available outputs ``F(x_i)`` of
+    the group (numpy arrays or tensors of the same shape). Flake's cache-partner recovery uses it with
+    the partners' outputs: ``F_p(x + Σ_c x_c) − Σ_c F(x_c)``.
+    """
+    rebuilt = parity_output
+    for output in known_outputs:
+        rebuilt = rebuilt - output
+    return rebuilt
+
+
 def decode(parity_output: torch.Tensor, outputs: torch.Tensor,
            available: torch.Tensor) -> torch.Tensor:
     """Subtraction decoder: fill in the unavailable member of each group.
@@ -117,6 +163,6 @@ def decode_each(parity_output: torch.Tensor, outputs: torch.Tensor) -> torch.Ten
     return parity_output.unsqueeze(1) - outputs.sum(dim=1, keepdim=True) + outputs
 
 
-def _check_grouped(grouped: torch.Tensor) -> None:
-    if grouped.dim() < 3 or grouped.shape[1] < 2:
+def _check_grouped(grouped) -> None:
+    if len(grouped.shape) < 3 or grouped.shape[1] < 2:
         raise ValueError(f"expected coding groups (G, k>=2, ...), got shape {tuple(grouped.shape)}")

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -79,3 +80,23 @@ def test_concatenation_rejects_other_k_and_encoders():
         coding.concat_encode(torch.rand(2, 3, 3, 8, 8))
     with pytest.raises(ValueError, match="unknown encoder"):
         coding.encode(torch.rand(2, 2, 3, 8, 8), "xor")
+
+
+@pytest.mark.parametrize("encoder,k", [("addition", 2), ("addition", 3), ("addition", 4),
+                                       ("concatenation", 2), ("concatenation", 4)])
+def test_numpy_encoder_equals_the_torch_encoder_exactly(encoder, k):
+    grouped = 10 * torch.randn(6, k, 3, 16, 16, generator=torch.Generator().manual_seed(k))
+    assert torch.equal(torch.from_numpy(coding.encode_np(grouped.numpy(), encoder)), coding.encode(grouped, encoder))
+    with pytest.raises(ValueError):
+        coding.encode_np(grouped.numpy(), "xor")
+
+
+def test_subtract_decode_by_hand_and_against_decode():
+    parity, known = np.array([10.0, 1.0]), [np.array([3.0, 0.5]), np.array([4.0, -1.0])]
+    assert coding.subtract_decode(parity, known).tolist() == [3.0, 1.5]  # 10-3-4, 1-0.5+1
+    outputs = torch.randn(4, 3, 5, dtype=torch.float64)
+    parity = outputs.sum(dim=1)
+    available = torch.ones(4, 3, dtype=torch.bool)
+    available[:, 1] = False
+    via_decode = coding.decode(parity, outputs, available)[:, 1]
+    torch.testing.assert_close(coding.subtract_decode(parity, [outputs[:, 0], outputs[:, 2]]), via_decode)
