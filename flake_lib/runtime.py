@@ -5,7 +5,8 @@
   answers have the accuracy measured in PyTorch.
 - :func:`compile_model` compiles for ``CPU`` (default), or ``GPU``, ``NPU``, ``AUTO`` when
   ``ov.Core().available_devices`` lists them, with the ``LATENCY`` performance hint and, on CPU, a
-  fixed number of inference threads (1 per worker on a 2-core machine).
+  fixed number of inference threads (1 per worker on a 2-core machine) and FP32 inference (OpenVINO
+  would otherwise compute in bf16 on CPUs that support it).
 - :class:`CompiledModel` runs one request at a time on numpy arrays.
 
 Torch is imported only where a PyTorch model is converted, so that serving workers stay light.
@@ -19,6 +20,7 @@ current release, and serve the saved IR files with ``device="MYRIAD"`` there.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +45,11 @@ def export(model, example_input, path: str | os.PathLike | None = None):
 
     model = model.eval().to("cpu", memory_format=torch.contiguous_format)
     example_input = example_input.contiguous()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # ov.convert_model traces the model with torch.jit.trace, which torch deprecates in favour of
+        # torch.export; the traced graph is what OpenVINO converts, so the notice is not ours to act on
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace(_method)?` is deprecated",
+                                category=FutureWarning)
         ov_model = ov.convert_model(model, example_input=example_input,
                                     input=[tuple(example_input.shape)])
     if path is not None:
@@ -67,6 +73,8 @@ def compile_model(model, device: str = "CPU", threads: int | None = 1, hint: str
     config = {"PERFORMANCE_HINT": hint}
     if threads is not None and device == "CPU":
         config["INFERENCE_NUM_THREADS"] = int(threads)
+    if device == "CPU":  # OpenVINO's CPU default is bf16 on CPUs with AVX512-BF16/AMX: keep FP32 answers
+        config["INFERENCE_PRECISION_HINT"] = "f32"
     if isinstance(model, (str, os.PathLike)):
         model = ov_core.read_model(str(model))
     return ov_core.compile_model(model, device, config)

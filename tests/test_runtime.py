@@ -30,3 +30,13 @@ def test_unknown_device_is_named():
     with pytest.raises(ValueError, match="not available here; available: .*CPU"):
         runtime.compile_model(model, "MYRIAD")
     assert "CPU" in runtime.available_devices()
+
+
+def test_export_is_quiet_about_torch_jit_trace():
+    """OpenVINO traces with torch.jit.trace; its deprecation notice is filtered where export calls it."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runtime.export(models.build_model("resnet8", num_classes=10).eval(), torch.zeros(1, 3, 32, 32))
+    assert not [w for w in caught if "torch.jit.trace" in str(w.message)], [str(w.message) for w in caught]
