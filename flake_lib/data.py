@@ -37,7 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tqdm.auto import tqdm
+
+from .progress import progress
 
 MIRROR_ENV = "FLAKE_DATA_MIRROR"
 DATA_DIR_ENV = "FLAKE_DATA_DIR"
@@ -184,8 +185,8 @@ def _read_cifar_jpeg_zip(path: Path, split: str) -> tuple[torch.Tensor, torch.Te
             raise DatasetError(f"{path} holds no cifar10-jpeg/{split}/ images")
         members.sort()
         images = [_decode(archive.read(name), 32)
-                  for _, _, name in tqdm(members, desc=f"decode cifar10 {split} (JPEG mirror)",
-                                         mininterval=2)]
+                  for _, _, name in progress(members, desc=f"decode cifar10 {split} (JPEG mirror)",
+                                             mininterval=2)]
     return _stack(images), torch.tensor([m[0] for m in members], dtype=torch.long)
 
 
@@ -245,8 +246,8 @@ def _read_tinyimagenet(source: Path, split: str):
             annotations = read("tiny-imagenet-200/val/val_annotations.txt").decode().splitlines()
             members = sorted((index[line.split("\t")[1]], f"tiny-imagenet-200/val/images/{line.split()[0]}")
                              for line in annotations if line.strip())
-        images = [_decode(read(n), 64) for _, n in tqdm(members, desc=f"decode tinyimagenet {split}",
-                                                        mininterval=2)]
+        images = [_decode(read(n), 64) for _, n in progress(members, desc=f"decode tinyimagenet {split}",
+                                                            mininterval=2)]
     except KeyError as error:
         raise DatasetError(f"{source} does not have the official tiny-imagenet-200 layout "
                            f"(missing {error})") from error

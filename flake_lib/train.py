@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
-
 from .data import TensorLoader
+from .progress import progress as progress_bar
+from .progress import status as progress_status
 
 
 @dataclass
@@ -111,8 +111,8 @@ def fit(model: nn.Module, step: Callable, loader: TensorLoader, cfg: OptimConfig
         generator = torch.Generator().manual_seed(loader.seed * 1_000_003 + epoch)
         model.train()
         began, total, count = time.perf_counter(), 0.0, 0
-        bar = tqdm(loader, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress,
-                   mininterval=5)
+        bar = progress_bar(loader, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", enabled=progress,
+                           mininterval=2)
         for batch in bar:
             batch = tuple(t.to(device) for t in batch)
             loss = step(model, batch, generator)
@@ -125,6 +125,8 @@ def fit(model: nn.Module, step: Callable, loader: TensorLoader, cfg: OptimConfig
         record = {"epoch": epoch + 1, "train_loss": total / max(count, 1),
                   "lr": optimizer.param_groups[0]["lr"], "train_seconds": time.perf_counter() - began}
         if evaluate is not None:
+            if progress:
+                progress_status(f"{desc} epoch {epoch + 1}/{cfg.epochs} · evaluating", force=True)
             model.eval()
             record.update(evaluate(model))
         history.append(record)
@@ -134,6 +136,8 @@ def fit(model: nn.Module, step: Callable, loader: TensorLoader, cfg: OptimConfig
         if progress:
             shown = {k: round(v, 4) for k, v in record.items() if isinstance(v, float)}
             print(f"{desc} epoch {epoch + 1}/{cfg.epochs}: {shown}", flush=True)
+            progress_status(f"{desc} epoch {epoch + 1}/{cfg.epochs} done · "
+                            + " ".join(f"{k}={v}" for k, v in shown.items() if k != "lr"), force=True)
     model.eval()
     return history
 
