@@ -11,11 +11,13 @@ Every loop of ``flake_lib`` that can take more than a few seconds iterates throu
   (``desc · n/total · elapsed, ETA · metrics``) is written there at most once a second; the chain reads
   it and shows it as one updating line in the terminal (:class:`StatusLine`).
 
-``status(text)`` writes a free-form status line (a phase without a loop: "evaluating PM k=2").
+``status(text)`` writes a free-form status line (a phase without a loop: "evaluating PM k=2");
+``watch_notebook`` is what the chain wraps around each notebook.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -203,3 +205,31 @@ class StatusLine:
             self.stream.write(text + "\n")
             self.stream.flush()
             self._printed_at, self._printed = now, status_now
+
+
+@contextlib.contextmanager
+def watch_notebook(prefix: str, enabled: bool = True, stream=None, interval: float = 30.0):
+    """Around one papermill execution (the chain): the kernel it starts draws no bars
+    (``FLAKE_QUIET_PROGRESS=1``) and, when ``enabled``, writes its status to a temporary
+    ``FLAKE_PROGRESS_FILE`` that a :class:`StatusLine` shows as ``prefix [elapsed] status``.
+    The environment is restored afterwards."""
+    import tempfile
+
+    saved = {name: os.environ.get(name) for name in (QUIET_ENV, FILE_ENV)}
+    os.environ[QUIET_ENV] = "1"
+    os.environ.pop(FILE_ENV, None)
+    with tempfile.TemporaryDirectory(prefix="flake-progress-") as folder:
+        line = None
+        if enabled:
+            os.environ[FILE_ENV] = os.path.join(folder, "status.txt")
+            line = StatusLine(prefix, os.environ[FILE_ENV], stream=stream, interval=interval).start()
+        try:
+            yield line
+        finally:
+            if line is not None:
+                line.stop()
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value

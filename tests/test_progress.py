@@ -121,3 +121,21 @@ def test_status_line_thread_follows_the_file_and_stops(tmp_path):
         while "working" not in stream.getvalue() and time.monotonic() < deadline:
             time.sleep(0.01)
     assert "[1/1] nb" in stream.getvalue() and "working" in stream.getvalue()
+
+
+def test_watch_notebook_sets_and_restores_the_kernel_environment(monkeypatch):
+    monkeypatch.delenv(progress.QUIET_ENV, raising=False)
+    monkeypatch.setenv(progress.FILE_ENV, "/somewhere/else")
+    stream = io.StringIO()
+    with progress.watch_notebook("[1/2] 01-trace", enabled=True, stream=stream) as line:
+        import os
+
+        assert os.environ[progress.QUIET_ENV] == "1"
+        path = os.environ[progress.FILE_ENV]
+        assert path != "/somewhere/else" and line.path == path
+        progress.status("loading the trace", force=True)
+        line.tick()
+    assert "[1/2] 01-trace" in stream.getvalue() and "loading the trace" in stream.getvalue()
+    assert os.environ[progress.FILE_ENV] == "/somewhere/else" and progress.QUIET_ENV not in os.environ
+    with progress.watch_notebook("[2/2] 02", enabled=False, stream=stream) as line:
+        assert line is None and progress.FILE_ENV not in os.environ and progress.quiet()
