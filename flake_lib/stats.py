@@ -6,6 +6,8 @@
 - :func:`paired_difference`: the mean over repeats of ``a_r − b_r`` (two methods measured on the same
   arrivals and faults in repeat ``r``) with a percentile-bootstrap interval over repeats.
 - :func:`ratio_of_means`: ``mean(a) / mean(b)`` over paired repeats with its bootstrap interval.
+- :func:`proportion_interval`, :func:`proportion_difference`: the test-set sampling interval of an
+  accuracy ``p`` measured on ``n`` images, ``p ± z·√(p(1 − p)/n)``, and of a difference of two.
 
 Percentiles are never averaged across repeats: a comparison is made inside each repeat, then the
 per-repeat differences are summarised.
@@ -88,6 +90,21 @@ def ratio_of_means(a, b, *, level: float = 0.95, n_boot: int = 10_000, seed: int
     tail = 100 * (1 - level) / 2
     return {"ratio": ratio, "low": float(np.percentile(boots, tail)),
             "high": float(np.percentile(boots, 100 - tail)), "n": int(a.size)}
+
+
+def proportion_interval(p: float, n: int, *, z: float = 1.959964) -> dict:
+    """``p ± z·√(p(1 − p)/n)``: the normal-approximation interval (95 % for the default ``z``) of an
+    accuracy ``p`` measured on ``n`` independent test images. Returns ``mean, low, high, n``."""
+    half = z * math.sqrt(p * (1 - p) / n) if n else float("nan")
+    return {"mean": float(p), "low": p - half, "high": p + half, "n": int(n)}
+
+
+def proportion_difference(p1: float, n1: int, p2: float, n2: int, *, z: float = 1.959964) -> dict:
+    """``p1 − p2 ± z·√(p1(1 − p1)/n1 + p2(1 − p2)/n2)``, the two accuracies taken as independent
+    samples. Measured on the same test images the two are positively correlated, so this interval is
+    wider than the paired one: it errs towards "not distinguishable". Returns ``mean, low, high, n``."""
+    half = z * math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2) if n1 and n2 else float("nan")
+    return {"mean": float(p1 - p2), "low": p1 - p2 - half, "high": p1 - p2 + half, "n": int(min(n1, n2))}
 
 
 def interval_says(low: float, high: float) -> str:
