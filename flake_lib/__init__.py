@@ -14,7 +14,10 @@ One module per concept:
 - ``metrics``  accuracy vocabulary: ``A_a``, ``A_d``, reconstruction agreement, ``A_o``
 - ``runtime``  OpenVINO export and compilation of served models
 - ``serving``  the multi-process edge serving system, load generator, faults, latency statistics
-- ``paper``    the paper's reported values, Table II and ``REPORT.md``
+- ``paper``    the paper's reported numbers and setup, each with where it comes from
+- ``claims``   the paper's claims as code: one function per claim, metrics files → verdict and rule
+- ``report``   ``REPORT.md`` and the README's results block, built from the claims (Tables I, II)
+- ``stats``    tail summaries, paired bootstrap intervals across repeats, accuracy intervals
 - ``trace``    the Alibaba v2018 batch_task trace: DAGs, long tail, slowdowns
 - ``results``  figures, tables, metrics JSON and provenance under ``results/<profile>/``
 - ``chain``    runs the notebooks in order with papermill (``./run_all.sh``)

@@ -3,7 +3,8 @@
 Executes ``notebooks/NN-*.ipynb`` in order with papermill, passing each notebook the parameters of
 ``params/<profile>.yaml`` that it declares, plus ``profile``, ``results_dir`` and ``data_mirror``.
 Executed copies go to ``results/<profile>/executed/``; the first failing notebook stops the chain
-with its failing cell's error and the path of its executed copy.
+with its failing cell's error and the path of its executed copy. After the last notebook, with every
+notebook's time and commit recorded, the chain writes ``REPORT.md`` (:mod:`flake_lib.report`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from . import data, determinism, paper, results
+from . import data, determinism, report, results
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -158,17 +159,19 @@ def run_chain(profile: str = "quick", only: str | None = None, mirror: str | Non
         seconds = round(time.perf_counter() - start, 1)
         print(f"    done in {seconds:.1f} s -> {target}", flush=True)
         executed.append(target)
-        # recorded as each notebook ends, so that a later notebook (05's REPORT.md) sees this run's;
-        # a partial rerun (--only) keeps the record of the notebooks it did not run
+        # recorded as each notebook ends; a partial rerun (--only) keeps the record of the notebooks
+        # it did not run
         prov = results.read_metrics(out / "provenance.json")
         prov.setdefault("chain_seconds", {})[notebook.stem] = seconds
         prov.setdefault("chain_commits", {})[notebook.stem] = {"git_commit": prov["git_commit"],
                                                                "git_dirty": prov["git_dirty"]}
         results.write_metrics(prov, out / "provenance.json")
-    if (profile, folder, results_root) == (README_PROFILE, profile, None) and \
-            any(nb.name.startswith(README_NOTEBOOK) for nb in notebooks):
-        if paper.update_readme(REPO_ROOT / "README.md", out):
-            print("    README.md: results tables rewritten from this run", flush=True)
+    # after the last notebook, so that every notebook's rows, times and commits are in it
+    print(f"    REPORT.md -> {report.write_report(out)}", flush=True)
+    readme_run = (profile, folder, results_root) == (README_PROFILE, profile, None) and \
+        any(nb.name.startswith(README_NOTEBOOK) for nb in notebooks)
+    if readme_run and report.update_readme(REPO_ROOT / "README.md", out):
+        print("    README.md: results tables rewritten from this run", flush=True)
     return executed
 
 

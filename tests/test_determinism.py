@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from flake_lib import determinism, paper
+from flake_lib import determinism, report
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,31 +54,31 @@ def test_report_compares_same_seed_and_other_seeds(tmp_path):
     _write_accuracy(tmp_path / "quick-seed1", 0.50, seed=1)
     prov = json.loads((main / "provenance.json").read_text())
     prov["previous_run"] = determinism.snapshot(main)
-    text = "\n".join(paper.determinism_section(main, prov))
+    text = "\n".join(report.determinism_section(main, prov))
     assert "**Same seed:**" in text and "identical (|Δ| = 0)" in text
     assert "**Seed 1**" in text and "max |Δ| = 5.00 points" in text
     assert "last started at commit `abc`" in text  # no per-notebook record: the run's last commit
     prov["previous_run"]["section_commits"] = {"02-parity-training": "0123456789ab", "04-latency": "ffff"}
-    assert "02-parity-training at `0123456789`, seed 0" in "\n".join(paper.determinism_section(main, prov))
+    assert "02-parity-training at `0123456789`, seed 0" in "\n".join(report.determinism_section(main, prov))
     prov["previous_run"]["parameters"] = {"seed": 0, "parity_epochs": 9}
-    assert "other parameters (parity_epochs)" in "\n".join(paper.determinism_section(main, prov))
+    assert "other parameters (parity_epochs)" in "\n".join(report.determinism_section(main, prov))
 
 
 def test_update_readme_replaces_only_the_block(tmp_path, monkeypatch):
     readme = tmp_path / "README.md"
     readme.write_text("intro\n")
     with pytest.raises(ValueError, match="no results block"):
-        paper.update_readme(readme, tmp_path)
-    readme.write_text(f"intro\n{paper.README_START}\nold\n{paper.README_END}\noutro\n")
-    monkeypatch.setattr(paper, "readme_results", lambda results: "new table")
-    assert paper.update_readme(readme, tmp_path)
-    assert readme.read_text() == f"intro\n{paper.README_START}\nnew table\n{paper.README_END}\noutro\n"
-    assert not paper.update_readme(readme, tmp_path)  # unchanged the second time
+        report.update_readme(readme, tmp_path)
+    readme.write_text(f"intro\n{report.README_START}\nold\n{report.README_END}\noutro\n")
+    monkeypatch.setattr(report, "readme_results", lambda results: "new table")
+    assert report.update_readme(readme, tmp_path)
+    assert readme.read_text() == f"intro\n{report.README_START}\nnew table\n{report.README_END}\noutro\n"
+    assert not report.update_readme(readme, tmp_path)  # unchanged the second time
 
 
 def test_readme_shows_the_committed_quick_results():
     """The README's tables are those of results/quick (a rerun that changes them rewrites both)."""
     text = (REPO / "README.md").read_text()
-    block = text.split(paper.README_START, 1)[1].split(paper.README_END, 1)[0].strip()
-    assert block == paper.readme_results(REPO / "results" / "quick")
-    assert "| flake |" in block and "paper GPM" in block and "paper top-1" in block
+    block = text.split(report.README_START, 1)[1].split(report.README_END, 1)[0].strip()
+    assert block == report.readme_results(REPO / "results" / "quick")
+    assert "| Flake |" in block and "paper GPM" in block and "paper top-1" in block
