@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from . import data, determinism, report, results
+from .progress import papermill_options, watch_notebook
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -150,9 +151,11 @@ def run_chain(profile: str = "quick", only: str | None = None, mirror: str | Non
         print(f"[{i}/{len(notebooks)}] {notebook.stem} (profile {profile})", flush=True)
         start = time.perf_counter()
         try:
-            papermill.execute_notebook(str(notebook), str(target), parameters=values,
-                                       kernel_name=kernel, progress_bar=progress,
-                                       cwd=str(NOTEBOOKS_DIR), log_output=False)
+            # the kernel draws no bars; the terminal shows its status line (flake_lib.progress)
+            with watch_notebook(f"[{i}/{len(notebooks)}] {notebook.stem}", enabled=progress):
+                papermill.execute_notebook(str(notebook), str(target), parameters=values,
+                                           kernel_name=kernel, cwd=str(NOTEBOOKS_DIR), log_output=False,
+                                           **papermill_options())
         except PapermillExecutionError as error:
             raise ChainError(f"{notebook.name} failed in cell [{error.exec_count}]: "
                              f"{error.ename}: {error.evalue}\n  executed copy: {target}") from None
@@ -186,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"local data mirror laid out like shared/data (default: ${data.MIRROR_ENV})")
     parser.add_argument("--seed", type=int, metavar="N",
                         help="replace the profile's seed; results then go to results/<profile>-seedN/")
-    parser.add_argument("--no-progress", action="store_true", help="hide papermill's cell progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="hide the status line of the running notebook (model, epoch, ETA, loss)")
     args = parser.parse_args(argv)
     if args.profile not in available_profiles():
         parser.error(f"unknown profile {args.profile!r}; available: {', '.join(available_profiles())}")

@@ -233,3 +233,19 @@ def watch_notebook(prefix: str, enabled: bool = True, stream=None, interval: flo
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
+
+
+def papermill_options() -> dict:
+    """Keyword arguments for ``papermill.execute_notebook`` that keep the executed copy and the terminal
+    clean: no papermill cell bar (the status line replaces it), consecutive stream outputs of a cell
+    merged into one (``coalesce_streams``), and the kernel reached over IPC sockets rather than
+    unencrypted TCP (which ipykernel warns about on every start) where the socket path fits the
+    operating system's limit (about 107 bytes)."""
+    from jupyter_core.paths import jupyter_runtime_dir
+    from traitlets.config import Config
+
+    options = {"progress_bar": False, "coalesce_streams": True}
+    # <runtime dir>/kernel-<uuid>-ipc-<n>: 54 characters after the folder
+    if len(os.path.abspath(jupyter_runtime_dir())) + 54 < 100:
+        options["config"] = Config({"KernelManager": {"transport": "ipc"}})
+    return options

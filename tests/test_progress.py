@@ -139,3 +139,12 @@ def test_watch_notebook_sets_and_restores_the_kernel_environment(monkeypatch):
     assert os.environ[progress.FILE_ENV] == "/somewhere/else" and progress.QUIET_ENV not in os.environ
     with progress.watch_notebook("[2/2] 02", enabled=False, stream=stream) as line:
         assert line is None and progress.FILE_ENV not in os.environ and progress.quiet()
+
+
+def test_papermill_options_keep_outputs_clean(monkeypatch, tmp_path):
+    options = progress.papermill_options()
+    assert options["progress_bar"] is False and options["coalesce_streams"] is True
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / ("long" * 30)))
+    assert "config" not in progress.papermill_options()  # an IPC socket path would not fit: TCP
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", "/tmp/rt")
+    assert progress.papermill_options()["config"].KernelManager.transport == "ipc"
