@@ -172,13 +172,13 @@ def deviations(prov: dict, results: Path) -> list[str]:
     rows = [
         ["deployed model F", paper.PAPER_SETUP["deployed model F"], deployed],
         ["parity model (PM)", paper.PAPER_SETUP["parity model (PM)"],
-         f"the architecture of F, initialised from {params.get('parity_init', '?')}"],
+         "the architecture of F" + (f", initialised from {params['parity_init']}" if params.get("parity_init") else "")],
         ["student (Flake, NKD)", paper.PAPER_SETUP["student (Flake, NKD)"], students],
         ["data", paper.PAPER_SETUP["data"], f"{', '.join(map(str, datasets)) or '—'} ({data})"],
         ["epochs", paper_epochs, ours_epochs],
         ["hardware", paper.PAPER_SETUP["hardware"],
-         (f"{prov.get('cpu')}, {machine.get('cpu_count')} cores; OpenVINO device "
-          f"{latency.get('ov_device', '?')} (every instance shares the host's cores)")],
+         (f"{prov.get('cpu')}, {machine.get('cpu_count')} cores; OpenVINO device {latency.get('ov_device', '?')}"
+          + (" (every instance shares the host's cores)" if latency.get("ov_device", "CPU") == "CPU" else ""))],
         ["latency point", paper.PAPER_SETUP["latency point"],
          f"{params.get('rate_qps', '?'):g} qps, {params.get('n_queries', '?'):,} queries per method and "
          f"repeat, {params.get('repeats', '?')} repeats, experiment {params.get('latency_experiment', '?')}"
