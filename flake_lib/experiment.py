@@ -30,7 +30,7 @@ class Experiment:
     student_keep: tuple[int, ...] | int = 1
 
     @classmethod
-    def from_spec(cls, name: str, spec: dict, results_dir) -> "Experiment":
+    def from_spec(cls, name: str, spec: dict, results_dir) -> Experiment:
         unknown = set(spec) - {"dataset", "deployed_arch", "width", "student_keep"}
         if unknown or not {"dataset", "deployed_arch"} <= set(spec):
             raise ValueError(f"experiment {name!r}: spec needs dataset and deployed_arch (optional "

@@ -12,7 +12,7 @@ import math
 import os
 import platform
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -199,7 +199,7 @@ def write_provenance(out_dir: str | os.PathLike, *, profile: str, seed: int | No
         "devices": machine.pop("devices"),
         "cpu": machine.pop("cpu"),
         "machine": machine,
-        "updated_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "updated_utc": datetime.now(UTC).isoformat(timespec="seconds"),
     })
     if seed is not None:
         record["seed"] = seed

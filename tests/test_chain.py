@@ -5,8 +5,8 @@ import json
 import subprocess
 
 import pytest
-
 from conftest import REPO_ROOT
+
 from flake_lib import chain, data
 
 

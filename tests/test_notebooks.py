@@ -133,7 +133,7 @@ def test_latency_benchmark_accounts_for_every_query(smoke_results):
                    "max_ms", "gmm_ms", "gpm_ms"):
         assert column in table1.columns
     assert set(table1["method"]) == {"none", "srp", "pm", "nkd", "flake", "hedge", "equal"}
-    for (method, repeat), part in queries.groupby(["method", "repeat"]):
+    for _, part in queries.groupby(["method", "repeat"]):
         assert len(part) == part["query"].nunique() == 200  # every query exactly once
         assert part["outcome"].notna().all()
     assert (table1["gmm_ms"] >= table1["gpm_ms"]).all() and (table1["n_lost"] >= 0).all()

@@ -3,9 +3,9 @@
 import pytest
 import torch
 import yaml
+from conftest import REPO_ROOT
 from torch import nn
 
-from conftest import REPO_ROOT
 from flake_lib import coding, data, experiment, metrics, models, parity, train
 
 
