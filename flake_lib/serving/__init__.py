@@ -1,0 +1,27 @@
+"""The edge serving system: worker processes, a frontend with one policy per method, an open-loop
+load and seeded faults.
+
+- :mod:`.transport`: :class:`WorkerSpec` (one model instance: device, CPU set, device emulation),
+  :class:`ProcessTransport` (``start / send / receive / pause / resume / kill / restart / is_alive /
+  close``; one inbox and one response pipe per worker, a death seen as the end of its pipe).
+- :mod:`.frontend`: :func:`serve` and :class:`Frontend` (coding groups, timing bound or eager
+  decoding, request deadlines, dead-worker detection and restart, the recovery budget) with the
+  per-method policies :data:`POLICIES` for :data:`METHODS`.
+- :mod:`.load`: :func:`poisson_arrivals`, :func:`latency_summary` (a failed query counts as +inf).
+- :mod:`.faults`: :class:`FaultSchedule` (stragglers, SIGSTOP windows, SIGKILL).
+
+Latency of a query = time its answer is ready − its *intended* send time (no coordinated
+omission). Every query ends with exactly one outcome of :data:`OUTCOMES`: ``original``,
+``reconstructed``, ``replica``, ``student``, ``hedge``, ``error`` (malformed query) or ``failed``
+(nothing answered it before the drain bound; never counted as answered).
+"""
+
+from .faults import FaultSchedule
+from .frontend import (METHODS, OUTCOMES, POLICIES, Deployment, Frontend, RecoveryBudget, Request,
+                       serve)
+from .load import latency_summary, poisson_arrivals
+from .transport import ProcessTransport, Response, WorkerEvent, WorkerSpec
+
+__all__ = ["METHODS", "OUTCOMES", "POLICIES", "Deployment", "FaultSchedule", "Frontend", "ProcessTransport",
+           "RecoveryBudget", "Request", "Response", "WorkerEvent", "WorkerSpec", "latency_summary",
+           "poisson_arrivals", "serve"]

@@ -1,0 +1,763 @@
+"""The frontend: open-loop sending, coding groups, deadlines, recovery, one answer per query.
+
+:class:`Frontend` runs one method on one arrival and fault schedule. It sends query ``i`` at its
+intended time to deployed instance ``i mod k``, and for ``pm``/``flake`` the parity query
+``p = encode(x_{gk} … x_{gk+k−1})`` (numpy, :func:`flake_lib.coding.encode_np`) as soon as group ``g``
+is complete. The per-method rules live in one small policy class each (:data:`POLICIES`): what to
+do when a query becomes *unavailable*, and what to do with each response. The rules every method
+shares:
+
+- **Unavailable.** With a timing bound ``B`` a query not answered ``B`` after its intended time is
+  unavailable. With ``timing_bound_s=None`` (**eager**, ParM's policy) there is no bound: a group is
+  decoded as soon as ``k`` of its ``k + 1`` outputs are in, and a query is unavailable only when its
+  instance is known dead or its request misses its deadline.
+- **Deadlines.** Every request (original, parity, partner, replica, student, hedge) has a deadline
+  (``deadline_s`` after it was sent; default ``max(2 × bound, 0.1 s)``). A request that misses it makes its instance *suspect* (no
+  recovery is sent there while it holds a missed request) and the policy recovers by its next rule:
+  another parity / backup instance, a cache partner, or waiting for the original. A late answer is
+  still used: every query takes the first answer that arrives.
+- **Dead workers** are detected without being told (the worker's response pipe ends): everything
+  outstanding there is lost, nothing more is routed there, and it is restarted ``restart_delay_s``
+  later. "Wait for the original" then means: send the query again to a live deployed instance
+  (``recovered_by = "retry"``) when no live request can answer it any more.
+- **Recovery budget** (:class:`RecoveryBudget`): recovery requests wait in the frontend until the
+  chosen instance holds fewer than ``max_queue`` requests and a token of the per-second budget is
+  there; one whose query was answered meanwhile is dropped. Recovery work therefore never exceeds
+  what the recovering instance can take, and never grows faster than the budget under overload.
+
+Methods (all on the same arrivals and faults):
+
+==========  ==================================================================================
+``none``    no redundancy: wait for ``F``
+``srp``     a replica of ``F`` re-runs an unavailable query
+``pm``      ``F_p(p) − Σ_{i≠j} F(x_i)`` with the PM parity model; a lost parity query is sent
+            again to another parity instance, else the query waits for its original
+``flake``   the same with Flake's compressed parity model; as soon as a group cannot be decoded
+            (its parity query lost or late, or two members unavailable) each unavailable member is
+            rebuilt with ``k − 1`` cached completed queries ``x_c`` as partners:
+            ``F_p(x + Σ_c x_c) − Σ_c F(x_c)``
+``nkd``     the compressed replica (NKD student) re-runs unavailable queries, one after another
+``hedge``   a duplicate to a replica after the hedging delay (passed as the timing bound)
+``equal``   ParM's equal-resources baseline: the backup instances are more instances of ``F``,
+            queries spread round-robin over all of them
+==========  ==================================================================================
+
+Every query ends with exactly one outcome (:data:`OUTCOMES`); ``recovered_by`` says what answered a
+recovered one (``parity``, ``partner``, ``replica``, ``student``, ``hedge``, ``retry``).
+"""
+
+from __future__ import annotations
+
+import collections
+import gc
+import heapq
+import itertools
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import coding
+from .faults import FaultSchedule
+from .transport import Response, WorkerEvent
+
+METHODS = ("none", "srp", "pm", "flake", "nkd", "hedge", "equal")
+OUTCOMES = ("original", "reconstructed", "replica", "student", "hedge", "error", "failed")
+MIN_DEADLINE_S = 0.1  #: the default request deadline is max(2 × timing bound, this)
+KINDS = ("original", "parity", "partner", "replica", "student", "hedge")  #: request kinds
+
+_REQUEST_IDS = itertools.count()  # unique across runs, so a late answer of an earlier run is ignored
+
+
+@dataclass
+class Deployment:
+    """Which workers play which role for a method."""
+
+    deployed: list[str]
+    parity: list[str] = field(default_factory=list)
+    backup: list[str] = field(default_factory=list)  #: replicas (srp, hedge, equal) or students (nkd)
+
+
+@dataclass(frozen=True)
+class RecoveryBudget:
+    """How much recovery work (replica, student, hedge, partner and re-sent parity requests) the
+    frontend may put on the system at once.
+
+    ``max_queue``: a recovery request goes to an instance only while it holds fewer than this many
+    outstanding requests (of any kind); ``rate_share``: a token bucket refilled at ``rate_share ×``
+    the offered query rate (``None``: no rate limit), holding at most ``burst`` tokens. A recovery
+    request that finds no room waits in the frontend (first in, first out) and is dropped if its
+    query is answered meanwhile. The defaults let a burst of ``burst`` unavailable queries be
+    recovered at once and recovery add at most a quarter of the offered load beyond that.
+    """
+
+    max_queue: int = 4
+    rate_share: float | None = 0.25
+    burst: int = 16
+
+
+@dataclass
+class Request:
+    rid: int
+    kind: str  #: original, parity, partner, replica, student, hedge
+    worker: str
+    owner: int  #: the query (the group for a parity request)
+    deadline_s: float
+    partners: tuple[int, ...] = ()  #: cached queries coded with the owner (partner requests)
+    retry: bool = False  #: an original sent again after its instance died
+    missed: bool = False
+
+
+@dataclass
+class _Intent:
+    """A recovery request waiting for the budget."""
+
+    kind: str
+    owner: int
+    pool: list[str]
+    payload: np.ndarray
+    partners: tuple[int, ...] = ()
+    waited: bool = False
+
+
+def _deadlines(deadline_s, timing_bound_s) -> dict[str, float]:
+    """Per request kind: ``deadline_s`` (one number, or ``{kind: s}`` over the default), default
+    ``max(2 × timing_bound_s, MIN_DEADLINE_S)``: a deadline finds a stuck instance, not a straggler."""
+    default = max(2 * (timing_bound_s or 0.0), MIN_DEADLINE_S)
+    if deadline_s is None or isinstance(deadline_s, dict):
+        given = dict(deadline_s or {})
+        unknown = set(given) - set(KINDS)
+        if unknown:
+            raise ValueError(f"unknown request kinds in deadline_s: {sorted(unknown)}; known: {KINDS}")
+        return {kind: float(given.get(kind, default)) for kind in KINDS}
+    return {kind: float(deadline_s) for kind in KINDS}
+
+
+# ----------------------------------------------------------------------------- policies
+
+class Policy:
+    """``none``: no redundancy. An unavailable query waits for its original (sent again to a live
+    instance of ``F`` if its own died)."""
+
+    def __init__(self, frontend: "Frontend"):
+        self.fe = frontend
+
+    def pool(self) -> list[str]:
+        """Where originals go."""
+        return self.fe.deployment.deployed
+
+    def after_send(self, q: int) -> None:
+        """Query ``q`` has been sent (or found no instance)."""
+
+    def on_unavailable(self, q: int) -> None:
+        """``q`` has just been declared unavailable."""
+
+    def on_original(self, q: int) -> None:
+        """``F(x_q)`` (or an error for ``q``) has arrived."""
+
+    def on_parity(self, g: int) -> None:
+        """The parity output of group ``g`` has arrived."""
+
+    def on_recovered(self, request: Request, output: np.ndarray) -> None:
+        """A recovery request answered."""
+        self.fe.answer(request.owner, request.kind, output, request.worker, recovered_by=request.kind)
+
+    def on_lost(self, request: Request) -> None:
+        """A recovery or parity request missed its deadline or will never answer."""
+
+    def on_no_room(self, intent: _Intent) -> None:
+        """A recovery request could go nowhere (no live, unsuspected instance left)."""
+        self.fe.settle(intent.owner)
+
+    def can_answer(self, q: int) -> bool:
+        """Can something sent and not late (or waiting for the budget) still answer ``q``?"""
+        return self.fe.has_live_request(q, timely=True) or self.fe.intents[q] > 0
+
+
+class Equal(Policy):
+    """``equal``: the backup instances are more instances of ``F``; queries go round-robin over all."""
+
+    def pool(self) -> list[str]:
+        return self.fe.deployment.deployed + self.fe.deployment.backup
+
+
+class Backup(Policy):
+    """``srp``: an unavailable query is re-run on a replica; if that replica misses its deadline or
+    dies, on another one, else the query waits for its original."""
+
+    kind = "replica"
+
+    def on_unavailable(self, q: int) -> None:
+        self.fe.recover(self.kind, q, self.fe.deployment.backup, self.fe.images[q][None])
+
+    def on_lost(self, request: Request) -> None:
+        self.on_unavailable(request.owner)  # another backup instance (the failed one is excluded)
+
+
+class Student(Backup):
+    """``nkd``: the compressed replica (NKD student) re-runs unavailable queries."""
+
+    kind = "student"
+
+
+class Hedge(Backup):
+    """``hedge``: a duplicate to a replica once the hedging delay (the timing bound) has passed."""
+
+    kind = "hedge"
+
+
+class ParityModels(Policy):
+    """``pm``: a group is decoded as ``F_p(p) − Σ_{i≠j} F(x_i)`` when its parity output and all
+    members but one are in and that one is unavailable (eager: unanswered). A parity request that
+    misses its deadline or dies is sent again to another parity instance; with none, the members
+    wait for their originals."""
+
+    def members(self, g: int) -> range:
+        return range(g * self.fe.k, min(g * self.fe.k + self.fe.k, self.fe.n))
+
+    def after_send(self, q: int) -> None:
+        fe = self.fe
+        if q % fe.k == fe.k - 1:
+            g = q // fe.k
+            workers = fe.choose(fe.deployment.parity, rotate=True)
+            if workers:
+                fe.send(workers, "parity", g, fe.parity_payload(self.members(g)))
+
+    def try_decode(self, g: int) -> None:
+        fe = self.fe
+        if g not in fe.parity_out:
+            return
+        missing = [m for m in self.members(g) if m not in fe.outputs]
+        if len(missing) != 1:
+            return
+        q = missing[0]
+        if fe.records[q]["outcome"] is None and (fe.eager or fe.records[q]["unavailable"]):
+            known = [fe.outputs[m] for m in self.members(g) if m != q]
+            output, worker = fe.parity_out[g]
+            fe.answer(q, "reconstructed", coding.subtract_decode(output, known), worker, recovered_by="parity")
+
+    def decodable_later(self, g: int, q: int) -> bool:
+        """Can group ``g`` still rebuild ``q``: its parity output in or on its way (a request not
+        late), and every other member's output in or on its way?"""
+        fe = self.fe
+        parity = g in fe.parity_out or fe.intents[("parity", g)] > 0 or any(
+            not fe.requests[r].missed for r in fe.parity_requests[g])
+        return (parity and len(self.members(g)) == fe.k and
+                all(m in fe.outputs or fe.has_live_request(m, "original", timely=True)
+                    for m in self.members(g) if m != q))
+
+    def on_unavailable(self, q: int) -> None:
+        self.try_decode(q // self.fe.k)
+
+    def on_original(self, q: int) -> None:
+        self.try_decode(q // self.fe.k)
+
+    def on_parity(self, g: int) -> None:
+        self.try_decode(g)
+
+    def on_lost(self, request: Request) -> None:
+        g = request.owner
+        if request.kind == "parity" and g not in self.fe.parity_out:
+            self.fe.recover("parity", g, self.fe.deployment.parity, self.fe.parity_payload(self.members(g)))
+
+    def on_no_room(self, intent: _Intent) -> None:
+        for m in self.members(intent.owner):
+            self.fe.settle(m)
+
+    def can_answer(self, q: int) -> bool:
+        return super().can_answer(q) or self.decodable_later(q // self.fe.k, q)
+
+
+class Flake(ParityModels):
+    """``flake``: decoding as ``pm``; as soon as a group cannot be decoded (its last parity request
+    missed its deadline or died, the group is incomplete, or two of its members are unavailable),
+    every unavailable member ``x`` gets a cache-partner request ``F_p(x + Σ_c x_c)`` with the ``k − 1``
+    most recently completed queries ``x_c``, answered as ``F_p(x + Σ_c x_c) − Σ_c F(x_c)``. A partner
+    request that misses its deadline is sent to another parity instance; with none, the query waits
+    for its original."""
+
+    def check(self, g: int) -> None:
+        fe = self.fe
+        self.try_decode(g)
+        stuck = [m for m in self.members(g) if fe.records[m]["outcome"] is None
+                 and fe.records[m]["unavailable"] and m not in fe.outputs]
+        for m in stuck:
+            if len(stuck) >= 2 or not self.decodable_later(g, m):
+                if not fe.has_live_request(m, "partner") and fe.intents[m] == 0:
+                    self.partner(m)
+
+    def partner(self, q: int) -> None:
+        fe = self.fe
+        partners = tuple(c for c in reversed(fe.cache) if c != q)[: fe.k - 1]
+        if len(partners) < fe.k - 1:
+            fe.settle(q)
+            return
+        grouped = np.stack([fe.images[q], *(fe.images[c] for c in partners)])[None]
+        fe.recover("partner", q, fe.deployment.parity, coding.encode_np(grouped, fe.encoder), partners)
+
+    def on_unavailable(self, q: int) -> None:
+        self.check(q // self.fe.k)
+
+    def on_original(self, q: int) -> None:
+        self.check(q // self.fe.k)
+
+    def on_parity(self, g: int) -> None:
+        self.check(g)
+
+    def on_recovered(self, request: Request, output: np.ndarray) -> None:
+        known = [self.fe.outputs[c] for c in request.partners]
+        self.fe.answer(request.owner, "reconstructed", coding.subtract_decode(output, known),
+                       request.worker, recovered_by="partner")
+
+    def on_lost(self, request: Request) -> None:
+        if request.kind == "parity":
+            self.check(request.owner)
+        elif self.fe.records[request.owner]["outcome"] is None:
+            self.partner(request.owner)  # another parity instance (the failed one is excluded)
+
+    def on_no_room(self, intent: _Intent) -> None:
+        self.fe.settle(intent.owner)
+
+
+POLICIES = {"none": Policy, "srp": Backup, "pm": ParityModels, "flake": Flake, "nkd": Student,
+            "hedge": Hedge, "equal": Equal}
+
+
+# ----------------------------------------------------------------------------- frontend
+
+class Frontend:
+    """One method's frontend over a transport; :meth:`run` serves one schedule and returns one
+    record per query. After a run, ``busy_s[worker]`` (sum of ``finished − started`` of its answers),
+    ``compute_s[worker]`` and ``stats`` describe it: ``t0`` (``time.monotonic()`` at time 0 of the
+    run), ``wall_s``, ``busy_s``, ``compute_s``, ``utilisation`` (busy / wall), ``responses`` per
+    worker; ``deaths`` and ``restarts`` as ``(worker, s)``; ``placement`` (each worker's CPU set);
+    counters ``deadline_missed_<kind>``, ``recovery_<kind>`` (sent), ``recovery_deferred`` (waited
+    for the budget), ``recovery_dropped`` (query answered first), ``recovery_impossible``,
+    ``retries``."""
+
+    def __init__(self, transport, method: str, deployment: Deployment, *, k: int = 2,
+                 encoder: str = "addition", timing_bound_s: float | None = 0.05, cache_size: int = 64,
+                 deadline_s: float | dict | None = None, recovery: RecoveryBudget | None = None,
+                 restart_delay_s: float | None = 1.0):
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+        self.transport, self.method, self.deployment = transport, method, deployment
+        self.k, self.encoder, self.cache_size = k, encoder, cache_size
+        self.timing_bound_s, self.eager = timing_bound_s, timing_bound_s is None
+        self.deadlines = _deadlines(deadline_s, timing_bound_s)
+        self.budget = recovery or RecoveryBudget()
+        self.restart_delay_s = restart_delay_s
+        self.policy = POLICIES[method](self)
+        self.workers = list(dict.fromkeys(deployment.deployed + deployment.parity + deployment.backup))
+        self.busy_s: dict[str, float] = {}
+        self.compute_s: dict[str, float] = {}
+        self.stats: dict = {}
+
+    # -- clock and timers
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def at(self, t: float, kind: str, key) -> None:
+        heapq.heappush(self.timers, (t, next(self.sequence), kind, key))
+
+    # -- requests
+    def send(self, worker: str, kind: str, owner: int, payload, delay_s: float = 0.0,
+             partners: tuple[int, ...] = (), retry: bool = False) -> Request:
+        request = Request(next(_REQUEST_IDS), kind, worker, owner, self.now() + self.deadlines[kind],
+                          partners, retry)
+        self.requests[request.rid] = request
+        self.outstanding[worker].add(request.rid)
+        (self.parity_requests if kind == "parity" else self.owned)[owner].add(request.rid)
+        if kind != "original":
+            self.tried[(kind, owner)].add(worker)  # a recovery of the same kind goes elsewhere next
+        self.transport.send(worker, request.rid, payload, delay_s)
+        self.at(request.deadline_s, "deadline", request.rid)
+        return request
+
+    def has_live_request(self, q: int, kind: str | None = None, timely: bool = False) -> bool:
+        """Is a request for ``q`` (of ``kind``) outstanding on a worker not known dead (and, with
+        ``timely``, not past its deadline)?"""
+        return any((kind is None or self.requests[r].kind == kind) and not (timely and self.requests[r].missed)
+                   for r in self.owned[q])
+
+    def suspect(self, worker: str) -> bool:
+        return self.missed_on[worker] > 0
+
+    def choose(self, pool: list[str], rotate: bool = False) -> str | None:
+        """A live instance of ``pool``: unsuspected ones first; the least loaded, or the next in
+        rotation."""
+        live = [w for w in pool if self.alive.get(w)]
+        live = [w for w in live if not self.suspect(w)] or live
+        if not live:
+            return None
+        if rotate:
+            self.rotation += 1
+            return live[self.rotation % len(live)]
+        return min(live, key=lambda w: len(self.outstanding[w]))
+
+    def parity_payload(self, members) -> np.ndarray:
+        return coding.encode_np(self.images[members.start: members.stop][None], self.encoder)
+
+    # -- recovery within the budget
+    def recover(self, kind: str, owner: int, pool: list[str], payload: np.ndarray,
+                partners: tuple[int, ...] = ()) -> None:
+        """Queue a recovery request; :meth:`dispatch` sends it when the budget allows."""
+        self.intents[(kind, owner) if kind == "parity" else owner] += 1
+        self.backlog.append(_Intent(kind, owner, pool, payload, partners))
+        self.dispatch()
+
+    def _stale(self, intent: _Intent) -> bool:
+        if intent.kind == "parity":
+            return all(self.records[m]["outcome"] is not None for m in self.policy.members(intent.owner))
+        return self.records[intent.owner]["outcome"] is not None
+
+    def _tokens(self) -> bool:
+        if self.token_rate is None:
+            return True
+        t = self.now()
+        self.tokens = min(self.budget.burst, self.tokens + (t - self.token_time) * self.token_rate)
+        self.token_time = t
+        return self.tokens >= 1
+
+    def dispatch(self) -> None:
+        while self.backlog:
+            intent = self.backlog[0]
+            if self._stale(intent):
+                self._pop_intent()
+                self.counts["recovery_dropped"] += 1
+                continue
+            tried = self.tried[(intent.kind, intent.owner)]
+            usable = [w for w in intent.pool if self.alive.get(w) and w not in tried and not self.suspect(w)]
+            if not usable:
+                self._pop_intent()
+                self.counts["recovery_impossible"] += 1
+                self.policy.on_no_room(intent)
+                continue
+            room = [w for w in usable if len(self.outstanding[w]) < self.budget.max_queue]
+            if not room or not self._tokens():
+                if not intent.waited:
+                    intent.waited = True
+                    self.counts["recovery_deferred"] += 1
+                return
+            self._pop_intent()
+            if self.token_rate is not None:
+                self.tokens -= 1
+            worker = min(room, key=lambda w: len(self.outstanding[w]))
+            self.send(worker, intent.kind, intent.owner, intent.payload, partners=intent.partners)
+            self.counts[f"recovery_{intent.kind}"] += 1
+            if intent.kind != "parity":
+                self.records[intent.owner]["recovery_requests"] += 1
+
+    def _pop_intent(self) -> None:
+        intent = self.backlog.popleft()
+        self.intents[(intent.kind, intent.owner) if intent.kind == "parity" else intent.owner] -= 1
+
+    # -- answers and unavailability
+    def answer(self, q: int, outcome: str, output, worker: str | None, recovered_by: str | None = None) -> None:
+        record = self.records[q]
+        if record["outcome"] is not None:
+            return
+        record.update(outcome=outcome, answered_s=self.now(), answered_by=worker, recovered_by=recovered_by,
+                      predicted=None if output is None else int(np.argmax(output)))
+        self.open -= 1
+
+    def unavailable(self, q: int) -> None:
+        record = self.records[q]
+        if record["outcome"] is None and not record["unavailable"]:
+            record.update(unavailable=True, unavailable_s=self.now())
+            self.policy.on_unavailable(q)
+
+    def settle(self, q: int) -> None:
+        """Wait for the original: nothing to do while its original request is outstanding (late or
+        not), or another request not late (or a decode) can answer ``q``; otherwise (its instance
+        died) send it again to a live instance of ``F`` (to the next one that starts, if none is)."""
+        if (self.records[q]["outcome"] is not None or self.has_live_request(q, "original")
+                or self.policy.can_answer(q)):
+            return
+        worker = self.choose(self.policy.pool())
+        if worker is None:
+            self.orphans.add(q)
+            return
+        self.counts["retries"] += 1
+        self.send(worker, "original", q, self.images[q][None], retry=True)
+
+    # -- events
+    def lose(self, request: Request, final: bool) -> None:
+        """``request`` missed its deadline (it may still answer: its instance is suspect until it
+        does) or will never answer (``final``: its worker died or answered with an error)."""
+        if request.rid not in self.requests:
+            return
+        if final:
+            self._forget(request)
+        elif request.missed:
+            return
+        else:
+            request.missed = True
+            self.missed_on[request.worker] += 1
+            self.counts[f"deadline_missed_{request.kind}"] += 1
+            for q in self.policy.members(request.owner) if request.kind == "parity" else [request.owner]:
+                self.records[q]["deadline_missed"] += 1
+        if request.kind == "original":
+            if final:
+                self.records[request.owner]["lost"] = True
+            self.unavailable(request.owner)
+            if final:
+                self.settle(request.owner)
+        else:
+            self.policy.on_lost(request)
+            if final and request.kind != "parity":
+                self.settle(request.owner)
+
+    def _forget(self, request: Request) -> None:
+        del self.requests[request.rid]
+        self.outstanding[request.worker].discard(request.rid)
+        (self.parity_requests if request.kind == "parity" else self.owned)[request.owner].discard(request.rid)
+        if request.missed:
+            self.missed_on[request.worker] -= 1
+
+    def on_response(self, response: Response) -> None:
+        request = self.requests.get(response.request_id)
+        if request is None:
+            return  # an earlier run's, or a request already given up
+        self._forget(request)
+        worker = response.worker
+        self.busy_s[worker] = self.busy_s.get(worker, 0.0) + (response.finished - response.started)
+        self.compute_s[worker] = self.compute_s.get(worker, 0.0) + response.compute_s
+        self.responses[worker] += 1
+        q = request.owner
+        if response.error is not None:
+            if request.kind == "original":
+                self.records[q]["error"] = response.error
+                self.answer(q, "error", None, worker)
+                self.policy.on_original(q)
+            else:
+                self.lose(request, final=True)
+        elif request.kind == "original":
+            self.outputs[q] = response.output
+            self.answer(q, "original", response.output, worker, recovered_by="retry" if request.retry else None)
+            self.cache.append(q)
+            self.policy.on_original(q)
+        elif request.kind == "parity":
+            self.parity_out[q] = (response.output, worker)
+            self.policy.on_parity(q)
+        else:
+            self.policy.on_recovered(request, response.output)
+        self.dispatch()
+
+    def on_exit(self, worker: str) -> None:
+        """A worker died: everything outstanding there is lost; restart it later."""
+        if worker not in self.alive:
+            return
+        self.alive[worker] = False
+        self.deaths.append((worker, self.now()))
+        for rid in sorted(self.outstanding[worker]):
+            if rid in self.requests:
+                self.lose(self.requests[rid], final=True)
+        if self.restart_delay_s is not None:
+            self.at(self.now() + self.restart_delay_s, "restart", worker)
+
+    def on_ready(self, worker: str) -> None:
+        if worker not in self.alive:
+            return
+        self.alive[worker] = True
+        self.restarts.append((worker, self.now()))
+        for q in sorted(self.orphans):
+            self.orphans.discard(q)
+            self.settle(q)
+        self.dispatch()
+
+    def fault(self, action: str, worker: str) -> None:
+        if not self.transport.is_alive(worker):
+            return
+        if action == "kill":
+            self.transport.kill(worker)  # found dead like any other death: by its pipe's end
+        elif action == "pause":
+            self.transport.pause(worker)
+            self.paused.add(worker)
+        else:
+            self.transport.resume(worker)
+            self.paused.discard(worker)
+
+    def arrive(self, i: int) -> None:
+        record = self.records[i]
+        record["sent_s"] = self.now()
+        if self.payloads is not None and not isinstance(self.payloads[i], np.ndarray):
+            record["error"] = f"malformed query: {type(self.payloads[i]).__name__}"
+            self.answer(i, "error", None, None)
+        else:
+            pool = self.policy.pool()
+            worker = pool[i % len(pool)]
+            if not self.alive[worker]:  # its instance is dead: another live one
+                live = [w for w in pool if self.alive[w]]
+                worker = live[i % len(live)] if live else None
+            if worker is None:
+                self.unavailable(i)
+                self.settle(i)
+            else:
+                record["instance"] = worker
+                payload = self.payloads[i] if self.payloads is not None else self.images[i][None]
+                self.send(worker, "original", i, payload, self.faults.delays_s[i])
+                if self.timing_bound_s is not None:
+                    self.at(self.arrivals[i] + self.timing_bound_s, "bound", i)
+        self.policy.after_send(i)
+
+    def fire(self, kind: str, key) -> None:
+        if kind == "bound":
+            if self.records[key]["outcome"] is None:
+                self.unavailable(key)
+        elif kind == "deadline":
+            if key in self.requests:
+                self.lose(self.requests[key], final=False)
+        elif kind == "restart" and not self.alive[key]:
+            if self.transport.is_alive(key):  # started meanwhile (e.g. after an earlier run)
+                self.on_ready(key)
+                return
+            try:
+                self.transport.restart(key)
+            except Exception:  # noqa: BLE001 - a worker that cannot start is tried again later
+                self.at(self.now() + self.restart_delay_s, "restart", key)
+
+    # -- the run
+    def run(self, images: np.ndarray, labels: np.ndarray, arrivals: np.ndarray, faults: FaultSchedule,
+            *, drain_s: float = 30.0, payloads: list | None = None) -> list[dict]:
+        """Serve queries ``images[i]`` at intended times ``arrivals[i]`` under ``faults``; return one
+        record per query. Ends when every query is answered, or ``drain_s`` after the last arrival
+        (what is unanswered then is ``failed``, with ``latency_ms = None``)."""
+        n = len(arrivals)
+        self.images, self.arrivals, self.faults, self.payloads, self.n = images, arrivals, faults, payloads, n
+        self.drain_s, self.wall_s = drain_s, 0.0
+        coded = self.method in ("pm", "flake")
+        self.records = [dict(query=i, method=self.method, group=i // self.k if coded else None, instance=None,
+                             intended_s=float(arrivals[i]), sent_s=None, answered_s=None, outcome=None,
+                             predicted=None, label=int(labels[i]), delay_s=float(faults.delays_s[i]),
+                             unavailable=False, unavailable_s=None, recovered_by=None, answered_by=None,
+                             deadline_missed=0, recovery_requests=0, lost=False, error=None)
+                        for i in range(n)]
+        self.alive = {w: self.transport.is_alive(w) for w in self.workers}
+        self.outstanding = {w: set() for w in self.workers}
+        self.missed_on = collections.Counter()
+        self.requests: dict[int, Request] = {}
+        self.owned = collections.defaultdict(set)  # query -> live requests that answer it
+        self.parity_requests = collections.defaultdict(set)  # group -> live parity requests
+        self.intents = collections.Counter()  # query (or ("parity", group)) -> recoveries waiting
+        self.tried = collections.defaultdict(set)  # (kind, owner) -> workers a recovery went to
+        self.outputs, self.parity_out = {}, {}
+        self.cache = collections.deque(maxlen=self.cache_size)
+        self.backlog: collections.deque[_Intent] = collections.deque()
+        self.orphans: set[int] = set()
+        self.paused: set[str] = set()
+        self.deaths, self.restarts = [], []
+        self.counts = collections.Counter({f"{c}_{kind}": 0 for c in ("deadline_missed", "recovery")
+                                           for kind in KINDS if kind != "original"})
+        self.counts.update(deadline_missed_original=0, recovery_deferred=0, recovery_dropped=0,
+                           recovery_impossible=0, retries=0)
+        self.responses = collections.Counter()
+        self.busy_s, self.compute_s = {w: 0.0 for w in self.workers}, {w: 0.0 for w in self.workers}
+        self.timers, self.sequence, self.rotation = [], itertools.count(), -1
+        self.open = n
+        duration = float(arrivals[-1]) if n else 0.0
+        self.token_rate = (None if self.budget.rate_share is None
+                           else self.budget.rate_share * n / max(duration, 1e-9))
+        self.tokens, self.token_time = float(self.budget.burst), 0.0
+        events = faults.events()
+        self.t0 = time.monotonic()
+        for w in self.workers:
+            if not self.alive[w] and self.restart_delay_s is not None:
+                self.at(0.0, "restart", w)
+        try:
+            self._loop(events)
+        finally:
+            for worker in self.paused:  # a pause window that outlasts the run ends with it
+                if self.transport.is_alive(worker):
+                    self.transport.resume(worker)
+        return self._finish()
+
+    def _loop(self, events: list) -> None:
+        n, arrivals, duration = self.n, self.arrivals, float(self.arrivals[-1]) if self.n else 0.0
+        drain_s = self.drain_s
+        i = 0
+        while True:
+            t = self.now()
+            while events and events[0][0] <= t:
+                _, action, worker = events.pop(0)
+                self.fault(action, worker)
+            while i < n and arrivals[i] <= t:
+                self.arrive(i)
+                i += 1
+            while self.timers and self.timers[0][0] <= t:
+                _, _, kind, key = heapq.heappop(self.timers)
+                self.fire(kind, key)
+            self.dispatch()
+            if i >= n and (self.open == 0 or t > duration + drain_s):
+                break
+            wake = min([t + (0.001 if self.backlog else 0.05)] + ([arrivals[i]] if i < n else []) +
+                       ([self.timers[0][0]] if self.timers else []) + ([events[0][0]] if events else []))
+            message = self.transport.receive(max(0.0, wake - self.now()))
+            while message is not None:
+                if isinstance(message, WorkerEvent):
+                    (self.on_exit if message.kind == "exit" else self.on_ready)(message.worker)
+                else:
+                    self.on_response(message)
+                message = self.transport.receive(0.0)
+        self.wall_s = self.now()
+
+    def _finish(self) -> list[dict]:
+        wall = self.wall_s
+        for record in self.records:
+            if record["outcome"] is None:
+                record["outcome"] = "failed"
+            record["latency_ms"] = (None if record["answered_s"] is None
+                                    else 1000 * (record["answered_s"] - record["intended_s"]))
+            record["correct"] = record["predicted"] is not None and record["predicted"] == record["label"]
+        self.stats = {
+            "t0": self.t0, "wall_s": wall, "busy_s": dict(self.busy_s), "compute_s": dict(self.compute_s),
+            "utilisation": {w: b / wall if wall > 0 else float("nan") for w, b in self.busy_s.items()},
+            "responses": dict(self.responses), "deaths": list(self.deaths), "restarts": list(self.restarts),
+            "placement": dict(getattr(self.transport, "placement", {})), **dict(self.counts)}
+        return self.records
+
+
+def serve(transport, method: str, deployment: Deployment, images: np.ndarray, labels: np.ndarray,
+          arrivals: np.ndarray, faults: FaultSchedule, *, k: int = 2, encoder: str = "addition",
+          timing_bound_s: float | None = 0.05, cache_size: int = 64, drain_s: float = 30.0,
+          payloads: list | None = None, deadline_s: float | dict | None = None,
+          recovery: RecoveryBudget | None = None, restart_delay_s: float | None = 1.0,
+          frontend_cpus: tuple[int, ...] | None = None, stats: dict | None = None) -> list[dict]:
+    """Run one method on one arrival and fault schedule; return one record per query.
+
+    ``images`` ``(N, 3, H, W)`` float32 normalised queries, sent as ``(1, 3, H, W)`` (``payloads[i]``
+    overrides what is sent for query ``i``, e.g. to test malformed queries). ``timing_bound_s=None``
+    decodes eagerly. ``deadline_s``: seconds after sending by which a request must answer, one
+    number or ``{kind: seconds}`` (default ``max(2 × timing_bound_s, 0.1 s)``). ``recovery``:
+    the :class:`RecoveryBudget`. ``restart_delay_s``: a dead worker is restarted this long after its
+    death is seen (``None``: never). ``frontend_cpus``: pin the frontend there for the run. The
+    garbage collector is kept out of the timed loop (frozen and disabled, restored after).
+    ``stats``: a dict filled with :attr:`Frontend.stats` (``busy_s``, ``utilisation`` per worker, …).
+    """
+    frontend = Frontend(transport, method, deployment, k=k, encoder=encoder, timing_bound_s=timing_bound_s,
+                        cache_size=cache_size, deadline_s=deadline_s, recovery=recovery,
+                        restart_delay_s=restart_delay_s)
+    previous = None
+    if frontend_cpus and hasattr(os, "sched_setaffinity"):
+        previous = os.sched_getaffinity(0)
+        try:
+            os.sched_setaffinity(0, set(frontend_cpus))
+        except (OSError, ValueError):
+            previous = None
+    placement = tuple(sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else ()
+    gc_enabled = gc.isenabled()
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        records = frontend.run(images, labels, arrivals, faults, drain_s=drain_s, payloads=payloads)
+    finally:
+        gc.unfreeze()
+        if gc_enabled:
+            gc.enable()
+        if previous is not None:
+            os.sched_setaffinity(0, previous)
+    if stats is not None:
+        stats.update(frontend.stats, frontend_cpus=placement)
+    return records
