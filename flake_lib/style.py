@@ -170,7 +170,8 @@ def integer_ticks(ax, axis: str = "x") -> None:
     from matplotlib.ticker import MaxNLocator
 
     for name in ("x", "y") if axis == "both" else (axis,):
-        getattr(ax, f"{name}axis").set_major_locator(MaxNLocator(integer=True))
+        # min_n_ticks=1: a single epoch still gets its integer tick, not 0.95, 0.975, ...
+        getattr(ax, f"{name}axis").set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
 def set_theme(context: str = "notebook") -> None:

@@ -74,4 +74,10 @@ def test_theme_and_integer_ticks():
     style.integer_ticks(ax, "x")
     ticks = [t for t in ax.get_xticks() if 0.8 <= t <= 3.2]
     assert ticks and all(float(t).is_integer() for t in ticks)
+    fig2, ax2 = plt.subplots()
+    ax2.plot([1], [0.1], "o")  # one epoch: the axis spans 0.95..1.05
+    style.integer_ticks(ax2, "x")
+    fig2.canvas.draw()
+    assert [t for t in ax2.get_xticks() if 0.9 <= t <= 1.1] == [1.0]
     plt.close(fig)
+    plt.close(fig2)
