@@ -100,7 +100,7 @@ class ImageSplit:
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         return NORMALIZATION[self.dataset]
 
-    def subset(self, indices: torch.Tensor) -> "ImageSplit":
+    def subset(self, indices: torch.Tensor) -> ImageSplit:
         indices = torch.as_tensor(indices, dtype=torch.long)
         extra = {k: v[indices] for k, v in self.extra.items() if torch.is_tensor(v)}
         return ImageSplit(self.images[indices], self.labels[indices], self.classes, self.dataset,
@@ -420,6 +420,22 @@ def class_balanced_subset(labels: torch.Tensor, n: int, seed: int = 0) -> torch.
             raise ValueError(f"class {c} has {len(members)} images, fewer than the {count} asked for")
         chosen.append(members[torch.randperm(len(members), generator=generator)[:count]])
     return torch.sort(torch.cat(chosen)).values
+
+
+def train_validation_split(split: ImageSplit, n_validation: int,
+                           seed: int = 0) -> tuple[ImageSplit, ImageSplit]:
+    """Carve a validation split out of a training split: ``n_validation`` class-balanced images drawn
+    with ``seed`` (:func:`class_balanced_subset`) become ``split="validation"``, the others stay for
+    training. Every model of a profile trains on the same remainder and is read on the same images."""
+    if not 0 < n_validation < len(split):
+        raise ValueError(f"n_validation={n_validation} must be between 1 and {len(split) - 1}")
+    validation = class_balanced_subset(split.labels, n_validation, seed)
+    keep = torch.ones(len(split), dtype=torch.bool)
+    keep[validation] = False
+    train_part = split.subset(torch.nonzero(keep).flatten())
+    held_out = split.subset(validation)
+    held_out.split = "validation"
+    return train_part, held_out
 
 
 def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:

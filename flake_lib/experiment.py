@@ -6,7 +6,10 @@ the same data, the same ``F`` and the same checkpoints under ``results/<profile>
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,14 +246,342 @@ def evaluate_parity(parity_model: nn.Module, deployed_outputs: torch.Tensor,
                     test_split: data.ImageSplit, k: int, encoder: str, *, seed: int = 0,
                     device: str = "cpu") -> dict:
     """Degraded-mode accuracy of a parity model: seeded coding groups over the test split, each
-    member unavailable in turn, reconstructed by the subtraction decoder."""
+    member unavailable in turn, reconstructed by the subtraction decoder; ``mse`` is the parity
+    loss ``mean((F_p(p) − Σ_i F(x_i))²)`` on these (un-augmented) groups."""
     groups = coding.make_groups(len(test_split), k, torch.Generator().manual_seed(seed))
     parity_out = parity.parity_outputs(parity_model, test_images(test_split), groups, encoder,
                                        device=device)
     rebuilt = coding.decode_each(parity_out, deployed_outputs[groups])
-    return metrics.degraded_mode(deployed_outputs, rebuilt, groups, test_split.labels)
+    row = metrics.degraded_mode(deployed_outputs, rebuilt, groups, test_split.labels)
+    row["mse"] = torch.mean((parity_out - deployed_outputs[groups].sum(dim=1)) ** 2).item()
+    return row
 
 
 def cost(model: nn.Module, image_shape) -> dict:
     """Parameters and FLOPs of one query."""
     return {"params": models.count_parameters(model), "flops": models.count_flops(model, (1, *image_shape))}
+
+
+# ----------------------------------------------------------------------------- validation, lockstep arms
+
+@dataclass
+class Splits:
+    """Training images (the training split less the validation images), validation, test."""
+
+    train: data.ImageSplit
+    validation: data.ImageSplit
+    test: data.ImageSplit
+
+
+def load_splits(exp: Experiment, mirror: str | None = None, *, n_train: int = 0, n_test: int = 0,
+                n_validation: int = 5000, seed: int = 0, validation_seed: int = 0) -> Splits:
+    """The experiment's splits: ``n_validation`` class-balanced images carved from the training split
+    (drawn with ``validation_seed``, the same for every model and every ``seed`` of a profile) for
+    learning curves and every choice (checkpoint, β, initialisation, variant); the test split is
+    read once, for the final numbers."""
+    train_split, test_split = exp.load_data(mirror, n_train, n_test, seed)
+    train_part, validation = data.train_validation_split(train_split, n_validation, validation_seed)
+    return Splits(train_part, validation, test_split)
+
+
+class ParityValidation:
+    """``evaluate(parity_model) -> {val_degraded_top1, val_degraded_top5, val_agreement, val_mse}`` on
+    the validation split (seeded coding groups, each member unavailable in turn; ``val_mse`` the
+    parity MSE to ``Σ F(x_i)``). ``F``'s outputs on the split are computed once."""
+
+    def __init__(self, deployed: nn.Module, split: data.ImageSplit, k: int, encoder: str, *,
+                 seed: int = 0, device: str = "cpu", prefix: str = "val"):
+        self.split, self.k, self.encoder, self.seed, self.device = split, k, encoder, seed, device
+        self.prefix = prefix
+        self.deployed_outputs = train.predict(deployed, data.TensorLoader(split, 500), device)
+
+    def __call__(self, model: nn.Module) -> dict:
+        row = evaluate_parity(model, self.deployed_outputs, self.split, self.k, self.encoder,
+                              seed=self.seed, device=self.device)
+        p = self.prefix
+        return {f"{p}_degraded_top1": row["degraded_top1"], f"{p}_degraded_top5": row["degraded_top5"],
+                f"{p}_agreement": row["reconstruction_agreement"], f"{p}_mse": row["mse"],
+                f"{p}_images": self.k * row["n_groups"]}
+
+
+class ClassifierValidation:
+    """``evaluate(model) -> {val_top1, val_top5, val_agreement}`` (agreement with ``F``) on the
+    validation split; for NKD, which answers an unavailable query itself, ``val_degraded_top1/5``
+    repeat its top-1/top-5 so that its curve sits beside the parity models'."""
+
+    def __init__(self, deployed: nn.Module, split: data.ImageSplit, *, device: str = "cpu",
+                 prefix: str = "val"):
+        self.split, self.device, self.prefix = split, device, prefix
+        self.deployed_outputs = train.predict(deployed, data.TensorLoader(split, 500), device)
+
+    def __call__(self, model: nn.Module) -> dict:
+        out = train.predict(model, data.TensorLoader(self.split, 500), self.device)
+        p, labels = self.prefix, self.split.labels
+        top1, top5 = metrics.top_k_accuracy(out, labels, 1), metrics.top_k_accuracy(out, labels, 5)
+        return {f"{p}_top1": top1, f"{p}_top5": top5, f"{p}_degraded_top1": top1,
+                f"{p}_degraded_top5": top5, f"{p}_agreement": metrics.agreement(out, self.deployed_outputs),
+                f"{p}_images": len(self.split)}
+
+
+def shared_producers(deployed: nn.Module, teachers: dict[str, nn.Module] | None = None, k: int = 2,
+                     clean_outputs: torch.Tensor | None = None) -> dict:
+    """What the arms of a lockstep run share, each computed once per batch (:class:`train.SharedBatch`):
+
+    - ``deployed``: ``F`` on the batch's (augmented) images, ``(N, C)``; ``members``: the same
+      grouped, ``(G, k, C)`` (targets ``Σ F(x_i)``); ``clean_members``: ``F`` on the clean images
+      (ParM's targets; the loader yields indices);
+    - ``parity:<encoder>``: the parity queries ``enc(x_1..x_k)``;
+    - ``teacher:<encoder>``: the teacher (the PM parity model of that code) on them:
+      ``{"out", "features" (stage outputs), "stage_inputs"}``.
+    """
+    deployed.eval()
+    for p in deployed.parameters():
+        p.requires_grad_(False)
+    producers = {
+        "deployed": lambda s: deployed(s.batch[0]),
+        "members": lambda s: parity.group_batch(s["deployed"], k),
+    }
+    if clean_outputs is not None:
+        producers["clean_members"] = lambda s: parity.group_batch(
+            clean_outputs[s.batch[2].cpu()].to(s.batch[0].device), k)
+    for encoder in coding.ENCODERS:
+        producers[f"parity:{encoder}"] = lambda s, encoder=encoder: _parity_queries(s.batch[0], k, encoder)
+    for encoder, teacher in (teachers or {}).items():
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        producers[f"teacher:{encoder}"] = lambda s, encoder=encoder, teacher=teacher: distill.teacher_pass(
+            teacher, s[f"parity:{encoder}"])
+    return producers
+
+
+def _parity_queries(x: torch.Tensor, k: int, encoder: str) -> torch.Tensor:
+    queries = coding.encode(parity.group_batch(x, k), encoder)
+    if x.is_contiguous(memory_format=torch.channels_last):
+        queries = queries.contiguous(memory_format=torch.channels_last)
+    return queries
+
+
+def pm_name(k: int, encoder: str, targets: str = "augmented", suffix: str = "") -> str:
+    """Checkpoint name of a PM parity model (``pm-k2-addition``, ``pm-k2-addition-clean``, ...)."""
+    return f"pm-k{k}-{encoder}" + ("-clean" if targets == "clean" else "") + (f"-{suffix}" if suffix else "")
+
+
+def pm_arm(exp: Experiment, deployed: nn.Module, num_classes: int, cfg: train.OptimConfig, *,
+           k: int = 2, encoder: str = "addition", targets: str = "augmented", init: str = "deployed",
+           evaluate=None, select: str | None = None, name: str | None = None, seed: int = 0,
+           fast_cpu: bool = True) -> train.Arm:
+    """A PM parity model as a lockstep arm: ``F``'s architecture, MSE to ``Σ F(x_i)``; ``init``
+    ``deployed`` (a copy of ``F``) or ``scratch`` (ParM); ``select`` keeps the best epoch on it."""
+    if init not in ("scratch", "deployed"):
+        raise ValueError(f"unknown parity init {init!r}; use scratch or deployed")
+    name = name or pm_name(k, encoder, targets)
+    torch.manual_seed(seed + 1 + zlib.crc32(name.encode()) % 1000)
+    model = channels_last(exp.build_deployed(num_classes), fast_cpu)
+    if init == "deployed":
+        model.load_state_dict(deployed.state_dict())
+    model.requires_grad_(True)
+    return train.Arm(name, model, parity.ParityArmLoss(encoder, targets), cfg, evaluate, select,
+                     args={"role": "parity", "arch": exp.deployed_arch, "width": exp.width,
+                           "dataset": exp.dataset, "k": k, "encoder": encoder, "targets": targets,
+                           "init": init, "seed": seed})
+
+
+@dataclass(frozen=True)
+class FlakeVariant:
+    """A Flake model: an objective (:func:`flake_lib.distill.objective`), a student shape and an
+    initialisation.
+
+    ``student``: ``skip`` (the paper's Fig. 4: the teacher's stem and widths, ``exp.student_keep``
+    blocks per stage) or ``thin`` (this artifact's: the teacher's depth, channels scaled to at most
+    half its FLOPs, :func:`flake_lib.models.thin_student`). ``init``: ``teacher`` (the kept blocks of
+    the PM teacher), ``scratch``, ``nkd`` (the NKD student after ``init_epochs`` epochs) or ``warmup``
+    (``init_epochs`` epochs in which each kept stage regresses the teacher's stage output from the
+    teacher's stage input). ``init_epochs`` count in the variant's budget. ``beta`` weighs ``L_Inter``.
+    """
+
+    name: str
+    objective: str = "paper"
+    student: str = "skip"
+    init: str = "teacher"
+    beta: float = 1.0
+    init_epochs: int = 1
+
+    @classmethod
+    def from_spec(cls, name: str, spec: dict | None) -> FlakeVariant:
+        spec = dict(spec or {})
+        unknown = set(spec) - {"objective", "student", "init", "beta", "init_epochs"}
+        if unknown:
+            raise ValueError(f"Flake variant {name!r}: unknown keys {sorted(unknown)}")
+        variant = cls(name, **spec)
+        distill.objective(variant.objective)
+        if variant.student not in ("skip", "thin"):
+            raise ValueError(f"variant {name!r}: student must be skip or thin, got {variant.student!r}")
+        if variant.init not in ("teacher", "scratch", "nkd", "warmup"):
+            raise ValueError(f"variant {name!r}: init must be teacher, scratch, nkd or warmup")
+        if variant.student == "thin" and variant.init != "scratch":
+            raise ValueError(f"variant {name!r}: a thin student cannot copy the teacher's blocks; "
+                             "use init: scratch")
+        if variant.student == "thin" and distill.objective(variant.objective).inter > 0:
+            raise ValueError(f"variant {name!r}: L_Inter needs stage outputs of the teacher's shape; "
+                             "a thin student has other widths")
+        return variant
+
+
+#: The name the paper-literal Flake had before variants were named (kept so old checkpoints load).
+_LEGACY_VARIANT_NAMES = {"paper": "inter+kd+task"}
+
+
+def flake_name(variant: str, encoder: str = "addition", k: int = 2) -> str:
+    """Checkpoint name of a Flake variant: ``flake-k2-addition-inter+kd+task`` for the paper-literal
+    Flake (``variant="paper"``), ``flake-k<k>-<encoder>-<variant>`` for the others."""
+    return f"flake-k{k}-{encoder}-{_LEGACY_VARIANT_NAMES.get(variant, variant)}"
+
+
+def resolve_flake(exp: Experiment, variant: str = "paper", encoder: str = "addition") -> tuple[str, str]:
+    """The Flake variant and encoder used downstream (serving, Table II): as given, or, for
+    ``"selected"``, those notebook 03 chose on validation (``accuracy/flake_selection.json``)."""
+    if "selected" in (variant, encoder):
+        path = Path(exp.results_dir) / "accuracy" / "flake_selection.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: run notebook 03 for this profile first")
+        chosen = json.loads(path.read_text())["experiments"][exp.name]
+        variant = chosen["variant"] if variant == "selected" else variant
+        encoder = chosen["encoder"] if encoder == "selected" else encoder
+    return variant, encoder
+
+
+def flake_checkpoint(exp: Experiment, variant: str = "paper", encoder: str = "addition", k: int = 2) -> str:
+    """The checkpoint name (under ``exp.checkpoint_dir``) of the Flake parity model that later
+    notebooks use: the profile parameters ``flake_variant`` and ``flake_encoder`` resolved by
+    :func:`resolve_flake`. No notebook types a Flake checkpoint name."""
+    variant, encoder = resolve_flake(exp, variant, encoder)
+    return flake_name(variant, encoder, k)
+
+
+def load_flake(exp: Experiment, num_classes: int, variant: str = "paper", encoder: str = "addition",
+               k: int = 2) -> nn.Module:
+    """The trained Flake parity model of :func:`flake_checkpoint`, built with the student shape its
+    checkpoint records (block-skipped or thin)."""
+    name = flake_checkpoint(exp, variant, encoder, k)
+    path = exp.checkpoint_dir / f"{name}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run notebook 03 for this profile first")
+    state = train.load_checkpoint(path)
+    model = build_flake_student(exp, num_classes, state["args"].get("student", "skip"),
+                                width=state["args"].get("student_width"))
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def build_flake_student(exp: Experiment, num_classes: int, student: str = "skip", *,
+                        teacher: nn.Module | None = None, copy_weights: bool = False,
+                        width: float | None = None) -> nn.Module:
+    """An untrained (or, with ``teacher`` and ``copy_weights``, truncated-teacher) student."""
+    if student == "skip":
+        base = teacher if teacher is not None else exp.build_deployed(num_classes)
+        return models.build_student(base, exp.student_keep, copy_weights=copy_weights)
+    if student == "thin":
+        if width is not None:
+            return models._scaled_model(exp.deployed_arch, num_classes, width, True)
+        return models.thin_student(exp.deployed_arch, num_classes, width=exp.width,
+                                   input_shape=(1, *IMAGE_SHAPES[exp.dataset]))[0]
+    raise ValueError(f"unknown student {student!r}; use skip or thin")
+
+
+IMAGE_SHAPES = {"cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "tinyimagenet": (3, 64, 64)}
+
+
+def flake_arm(exp: Experiment, teacher: nn.Module, variant: FlakeVariant, cfg: train.OptimConfig, *,
+              k: int = 2, encoder: str = "addition", gamma: float = distill.GAMMA,
+              tau: float = distill.TAU, evaluate=None, select: str | None = None,
+              name: str | None = None, seed: int = 0, fast_cpu: bool = True,
+              init_arm: str | None = None) -> train.Arm:
+    """A Flake student as a lockstep arm (Algorithm 1 with ``variant``'s objective), taught by
+    ``teacher`` (the PM parity model of ``encoder``). Variants initialised by ``nkd`` or ``warmup``
+    start at epoch ``variant.init_epochs`` from the arm named ``init_arm`` and train the rest of
+    ``cfg.epochs`` (their budget counts the initialising epochs)."""
+    name = name or flake_name(variant.name, encoder, k)
+    torch.manual_seed(seed + 2 + zlib.crc32(name.encode()) % 1000)
+    num_classes = teacher_classes(teacher)
+    student = build_flake_student(exp, num_classes, variant.student, teacher=teacher,
+                                  copy_weights=variant.init == "teacher")
+    student = channels_last(student.requires_grad_(True), fast_cpu)
+    obj = distill.objective(variant.objective, gamma, variant.beta)
+    loss = distill.FlakeArmLoss(obj, encoder, models.block_units(student), tau)
+    start, epochs = 0, cfg.epochs
+    if variant.init in ("nkd", "warmup"):
+        if init_arm is None:
+            raise ValueError(f"variant {variant.name!r} starts from another arm: give init_arm")
+        start, epochs = variant.init_epochs, cfg.epochs - variant.init_epochs
+        if epochs < 1:
+            raise ValueError(f"variant {variant.name!r}: init_epochs must be below the {cfg.epochs} epochs")
+    width = getattr(student, "width", None) if variant.student == "thin" else None
+    return train.Arm(name, student, loss, _replace_epochs(cfg, epochs), evaluate, select,
+                     start_epoch=start, init_from=init_arm if start else None,
+                     args={"role": "flake", "variant": variant.name, "objective": variant.objective,
+                           "student": variant.student, "student_width": width, "init": variant.init,
+                           "init_epochs": variant.init_epochs if start else 0,
+                           "teacher_arch": exp.deployed_arch, "width": exp.width,
+                           "keep": exp.student_keep, "dataset": exp.dataset, "k": k,
+                           "encoder": encoder, "gamma": gamma, "tau": tau, "beta": variant.beta,
+                           "seed": seed})
+
+
+def warmup_arm(exp: Experiment, teacher: nn.Module, cfg: train.OptimConfig, *, k: int = 2,
+               encoder: str = "addition", evaluate=None, seed: int = 0, fast_cpu: bool = True) -> train.Arm:
+    """Block-replacement warm-up of the block-skipped student (starts as the teacher's kept blocks):
+    ``Σ_stages MSE(stage_S(in_T), out_T)``, each kept stage fed the teacher's stage input."""
+    name = f"warmup-k{k}-{encoder}"
+    torch.manual_seed(seed + 4)
+    student = build_flake_student(exp, teacher_classes(teacher), "skip", teacher=teacher,
+                                  copy_weights=True)
+    student = channels_last(student.requires_grad_(True), fast_cpu)
+    return train.Arm(name, student, distill.WarmupArmLoss(encoder), cfg, evaluate,
+                     args={"role": "flake-warmup", "teacher_arch": exp.deployed_arch, "width": exp.width,
+                           "keep": exp.student_keep, "dataset": exp.dataset, "k": k,
+                           "encoder": encoder, "seed": seed})
+
+
+def nkd_arm(exp: Experiment, deployed: nn.Module, cfg: train.OptimConfig, *,
+            gamma: float = distill.GAMMA, tau: float = distill.TAU, init: str = "teacher",
+            evaluate=None, name: str = "nkd", seed: int = 0, fast_cpu: bool = True) -> train.Arm:
+    """NKD as a lockstep arm: a student of ``F`` (``exp.student_keep`` blocks per stage, ``init``
+    ``teacher``: ``F``'s kept blocks), Hinton KD from ``F`` plus cross-entropy, on plain queries
+    (every image of the batch; ``F``'s outputs are shared with the parity arms)."""
+    torch.manual_seed(seed + 3)
+    student = models.build_student(deployed, exp.student_keep, copy_weights=init == "teacher")
+    student = channels_last(student.requires_grad_(True), fast_cpu)
+    return train.Arm(name, student, distill.NaiveKDArmLoss(gamma, tau), cfg, evaluate,
+                     args={"role": "nkd", "teacher_arch": exp.deployed_arch, "width": exp.width,
+                           "keep": exp.student_keep, "dataset": exp.dataset, "gamma": gamma,
+                           "tau": tau, "init": init, "seed": seed})
+
+
+def teacher_classes(model: nn.Module) -> int:
+    """Output size of a classifier-shaped model (its last ``nn.Linear``)."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
+
+
+def _replace_epochs(cfg: train.OptimConfig, epochs: int) -> train.OptimConfig:
+    return dataclasses.replace(cfg, epochs=epochs)
+
+
+def run_lockstep(exp: Experiment, name: str, arms: list[train.Arm], deployed: nn.Module,
+                 train_split: data.ImageSplit, *, teachers: dict[str, nn.Module] | None = None,
+                 k: int = 2, batch_groups: int = 64, clean_outputs: torch.Tensor | None = None,
+                 seed: int = 0, device: str = "cpu", fast_cpu: bool = True,
+                 max_epochs: int | None = None, progress: bool = True) -> dict[str, list[dict]]:
+    """Train ``arms`` in lockstep (:func:`flake_lib.train.fit_lockstep`) on batches of
+    ``batch_groups`` coding groups (``k·batch_groups`` augmented training images; NKD reads them as
+    plain queries); the run's checkpoint is ``<checkpoint_dir>/lockstep-<name>.pt`` and each arm is
+    exported to ``<checkpoint_dir>/<arm name>.pt``."""
+    loader = data.TensorLoader(train_split, k * batch_groups, shuffle=True, augment=True, seed=seed,
+                               drop_last=True, with_index=True, channels_last=fast_cpu)
+    producers = shared_producers(deployed, teachers, k, clean_outputs)
+    return train.fit_lockstep(arms, loader, checkpoint=exp.checkpoint_dir / f"lockstep-{name}.pt",
+                              producers=producers, device=device, desc=f"{exp.name} {name}",
+                              max_epochs=max_epochs, progress=progress, export_dir=exp.checkpoint_dir,
+                              args={"dataset": exp.dataset, "train": train_split.describe(), "k": k,
+                                    "batch_groups": batch_groups, "seed": seed,
+                                    "teachers": sorted(teachers or {})})

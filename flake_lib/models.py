@@ -17,6 +17,9 @@ A *student* (DESIGN.md §2, Fig. 4 of the paper) keeps the teacher's stem, stage
 changes resolution or width, is always kept, so teacher and student stage outputs — the *block-wise
 units* of feature distillation — have the same shapes. ResNet-152 with ``keep=(3, 4, 6, 3)`` is
 exactly ResNet-50.
+
+A *thin* student (:func:`thin_student`, this artifact's variant, not the paper's) keeps the teacher's
+depth and scales every stage's channels so that its FLOPs are at most half the teacher's.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class CifarResNet(nn.Module):
     def __init__(self, blocks_per_stage: Sequence[int] = (3, 3, 3), num_classes: int = 10,
                  width: float = 1.0):
         super().__init__()
+        self.blocks_per_stage, self.width = tuple(blocks_per_stage), width
         widths = [max(1, round(c * width)) for c in (16, 32, 64)]
         self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
@@ -182,6 +186,51 @@ def build_student(teacher: nn.Module, keep: int | Sequence[int], *,
             if hasattr(module, "reset_parameters") and module is not student:
                 module.reset_parameters()
     return student
+
+
+def run_stage(model: nn.Module, index: int, x: torch.Tensor) -> torch.Tensor:
+    """The output of stage ``index`` of ``model`` for the stage input ``x`` (its blocks in order)."""
+    _, container, idx = stages(model)[index]
+    for i in idx:
+        x = container[i](x)
+    return x
+
+
+def stage_entry_modules(model: nn.Module) -> list[nn.Module]:
+    """The first block of each stage: its input is the stage input (for forward pre-hooks)."""
+    return [container[idx[0]] for _, container, idx in stages(model)]
+
+
+def thin_student(arch: str, num_classes: int = 10, *, width: float = 1.0,
+                 max_flops_ratio: float = 0.5, input_shape: Sequence[int] = (1, 3, 32, 32),
+                 small_input: bool = True) -> tuple[nn.Module, float]:
+    """A student of the teacher's depth with every stage thinner: this artifact's alternative to the
+    block-skipped student of Fig. 4. Channels are scaled by the largest ``w = width·j/64`` (``j < 64``)
+    whose model has at most ``max_flops_ratio`` times the teacher's FLOPs; returns ``(model, w)``.
+    Defined for the CIFAR ResNets and MobileNetV3 (``width_mult``); untrained."""
+    teacher_flops = count_flops(build_model(arch, num_classes, width=width, small_input=small_input),
+                                input_shape)
+    for j in range(63, 0, -1):
+        w = width * j / 64
+        model = _scaled_model(arch, num_classes, w, small_input)
+        if count_flops(model, input_shape) <= max_flops_ratio * teacher_flops:
+            return model, w
+    raise ValueError(f"no width of {arch} reaches {max_flops_ratio} of its FLOPs")
+
+
+def _scaled_model(arch: str, num_classes: int, w: float, small_input: bool) -> nn.Module:
+    match = re.fullmatch(r"resnet(\d+)", arch)
+    if match and (int(match.group(1)) - 2) % 6 == 0 and arch not in ("resnet50", "resnet152"):
+        return build_model(arch, num_classes, width=w)
+    if arch in ("mobilenet_v3_large", "mobilenet_v3_small"):
+        from torchvision.models.mobilenetv3 import MobileNetV3, _mobilenet_v3_conf
+
+        setting, last_channel = _mobilenet_v3_conf(arch, width_mult=w)
+        model = MobileNetV3(setting, last_channel, num_classes=num_classes)
+        if small_input:
+            model.features[0][0].stride = (1, 1)
+        return model
+    raise ValueError(f"thin students are defined for the CIFAR ResNets and MobileNetV3, not {arch!r}")
 
 
 # ----------------------------------------------------------------------------- cost

@@ -92,3 +92,18 @@ def parity_outputs(parity_model: nn.Module, x: torch.Tensor, groups: torch.Tenso
         grouped = x[groups[start: start + batch_size]].to(device)
         outputs.append(parity_model(coding.encode(grouped, encoder)).float().cpu())
     return torch.cat(outputs)
+
+
+class ParityArmLoss:
+    """A PM parity model's objective as a lockstep arm (:class:`flake_lib.train.Arm`):
+    ``L_task = MSE(F_p(enc(x)), Σ F(x_i))`` read from the shared batch (``parity:<encoder>`` and
+    ``members``, or ``clean_members`` for ParM's clean targets)."""
+
+    def __init__(self, encoder: str = "addition", targets: str = "augmented"):
+        if targets not in TARGETS:
+            raise ValueError(f"unknown targets {targets!r}; use one of {TARGETS}")
+        self.encoder, self.targets = encoder, targets
+
+    def __call__(self, parity_model: nn.Module, shared) -> torch.Tensor:
+        members = shared["members" if self.targets == "augmented" else "clean_members"]
+        return parity_loss(parity_model(shared[f"parity:{self.encoder}"]), members)

@@ -10,16 +10,19 @@ only on ``(seed, e)``, so a resumed run computes what an uninterrupted run would
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
+
 from .data import TensorLoader
 from .progress import progress as progress_bar
 from .progress import status as progress_status
@@ -27,25 +30,36 @@ from .progress import status as progress_status
 
 @dataclass
 class OptimConfig:
-    """SGD and its schedule. He et al.'s CIFAR recipe: lr 0.1, momentum 0.9, weight decay 5e-4 (the
-    paper's value), lr divided by 10 at 50 % and 75 % of training (``schedule="step"``)."""
+    """Optimiser and schedule. He et al.'s CIFAR recipe: SGD, lr 0.1, momentum 0.9, weight decay 5e-4
+    (the paper's value), lr divided by 10 at 50 % and 75 % of training (``schedule="step"``).
+    ParM's parity models: ``optimizer="adam"``, lr 1e-3, weight decay 1e-5, ``schedule="constant"``."""
 
     epochs: int = 10
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = True
-    schedule: str = "step"  #: "step" (milestones), "cosine", or "onecycle" (linear warm-up, cosine decay)
+    #: "step" (milestones), "cosine", "onecycle" (linear warm-up, cosine decay), "constant" (after
+    #: the warm-up) or "linear" (warm-up, then linear decay to 0)
+    schedule: str = "step"
     milestones: tuple[float, ...] = (0.5, 0.75)  #: fractions of ``epochs`` for the step schedule
     gamma: float = 0.1
-    warmup_epochs: float = 0.0  #: linear warm-up (cosine and onecycle)
+    warmup_epochs: float = 0.0  #: linear warm-up (cosine, onecycle, constant and linear)
     extra: dict = field(default_factory=dict)  #: free-form arguments stored in the checkpoint
+    #: "sgd" (momentum, Nesterov) or "adam" (ParM: lr 1e-3, weight decay 1e-5, L2 added to the gradient)
+    optimizer: str = "sgd"
 
 
 def make_optimizer(model: nn.Module, cfg: OptimConfig, steps_per_epoch: int):
-    """SGD and a per-step ``LambdaLR`` implementing ``cfg.schedule``."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay, nesterov=cfg.nesterov and cfg.momentum > 0)
+    """The optimiser (``cfg.optimizer``) and a per-step ``LambdaLR`` implementing ``cfg.schedule``."""
+    if cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                    weight_decay=cfg.weight_decay,
+                                    nesterov=cfg.nesterov and cfg.momentum > 0)
+    elif cfg.optimizer == "adam":
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use sgd or adam")
     total = max(1, cfg.epochs * steps_per_epoch)
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
     milestones = [int(m * total) for m in cfg.milestones]
@@ -58,7 +72,11 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig, steps_per_epoch: int):
         progress = (step - warmup) / max(1, total - warmup)
         if cfg.schedule in ("cosine", "onecycle"):
             return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        raise ValueError(f"unknown schedule {cfg.schedule!r}; use step, cosine or onecycle")
+        if cfg.schedule == "constant":
+            return 1.0
+        if cfg.schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; use step, cosine, onecycle, constant or linear")
 
     factor(0)  # validate the schedule name early
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -140,6 +158,268 @@ def fit(model: nn.Module, step: Callable, loader: TensorLoader, cfg: OptimConfig
                             + " ".join(f"{k}={v}" for k, v in shown.items() if k != "lr"), force=True)
     model.eval()
     return history
+
+
+# ----------------------------------------------------------------------------- lockstep training
+
+class SharedBatch:
+    """The quantities of one batch that several arms read, each computed once and without gradients.
+
+    ``producers`` maps a key (e.g. ``"members"``: ``F``'s outputs on the batch, ``"teacher:addition"``:
+    the teacher's outputs and features on the addition parity queries) to ``producer(shared) ->
+    value``; a producer may read other keys. A key is computed on first read and cached for the
+    batch, so each is computed at most once per batch whatever the number of arms. The time of each
+    key is measured (exclusive of the keys it reads), and every read is recorded in ``used`` with the
+    keys it depends on, so the cost of each arm can be stated (see :func:`fit_lockstep`).
+    """
+
+    def __init__(self, batch: tuple, generator: torch.Generator | None,
+                 producers: dict[str, Callable] | None = None):
+        self.batch, self.generator = batch, generator
+        self._producers = dict(producers or {})
+        self._values: dict = {}
+        self._deps: dict[str, set] = {}
+        self._frames: list[list] = []  # [key, seconds of children, keys read] of keys being computed
+        self.seconds: dict[str, float] = {}
+        self.used: set[str] = set()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._producers
+
+    def __getitem__(self, key: str):
+        if key not in self._values:
+            if key not in self._producers:
+                raise KeyError(f"no shared producer {key!r}; known: {sorted(self._producers)}")
+            self._frames.append([key, 0.0, set()])
+            began = time.perf_counter()
+            with torch.no_grad():
+                value = self._producers[key](self)
+            elapsed = time.perf_counter() - began
+            _, children, reads = self._frames.pop()
+            self._values[key], self._deps[key] = value, reads
+            self.seconds[key] = elapsed - children
+            if self._frames:
+                self._frames[-1][1] += elapsed
+        closure = {key} | self._deps[key]
+        if self._frames:
+            self._frames[-1][2].update(closure)
+        self.used.update(closure)
+        return self._values[key]
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.seconds.values())
+
+
+@dataclass
+class Arm:
+    """One model of a lockstep run (:func:`fit_lockstep`).
+
+    ``loss(model, shared) -> loss`` computes the arm's objective on a :class:`SharedBatch`
+    (``shared.batch`` is the loader's tuple). The arm trains for ``cfg.epochs`` epochs from epoch
+    ``start_epoch`` with its own optimiser and schedule. ``init_from`` names an arm whose weights
+    (and, with ``copy_optimizer``, optimiser state) this arm takes when it starts: a branch of a
+    stable phase, or a model that follows a warm-up. ``evaluate(model) -> dict`` is logged after each
+    of its epochs; with ``select`` (a key of that dict, larger is better) the arm keeps the weights of
+    its best epoch and ends with them. ``args`` describe the arm in its checkpoint.
+    """
+
+    name: str
+    model: nn.Module
+    loss: Callable
+    cfg: OptimConfig
+    evaluate: Callable[[nn.Module], dict] | None = None
+    select: str | None = None
+    start_epoch: int = 0
+    init_from: str | None = None
+    copy_optimizer: bool = False
+    args: dict = field(default_factory=dict)
+
+    @property
+    def end_epoch(self) -> int:
+        return self.start_epoch + self.cfg.epochs
+
+
+def _arm_seed(seed: int, name: str, epoch: int, step: int) -> int:
+    """Seed of the global RNG for one step of one arm: depends on the arm's name, never on the other
+    arms, so an arm draws the same random numbers (dropout) in lockstep as alone."""
+    return (((seed * 1_000_003 + zlib.crc32(name.encode())) * 100_003 + epoch) * 100_003 + step) % (2 ** 63)
+
+
+def _json_args(value) -> dict:
+    return json.loads(json.dumps(value, default=str))
+
+
+def fit_lockstep(arms: list[Arm], loader: TensorLoader, *, checkpoint: str | os.PathLike,
+                 producers: dict[str, Callable] | None = None, args: dict | None = None,
+                 device: str | torch.device = "cpu", desc: str = "lockstep",
+                 max_epochs: int | None = None, progress: bool = True,
+                 export_dir: str | os.PathLike | None = None) -> dict[str, list[dict]]:
+    """Train several models on one pass over the data; return each arm's per-epoch history.
+
+    Every batch is read once and the quantities several arms need (``producers``: ``F``'s outputs,
+    the teacher's outputs and features) are computed once (:class:`SharedBatch`); each arm then takes
+    its own step. The arms' parameters are disjoint and an arm's random draws depend only on its name
+    and the step (:func:`_arm_seed`), so each arm ends with the parameters it would have if trained
+    alone on the same batches. After every epoch one checkpoint holding every arm (weights,
+    optimiser, schedule, history, best epoch) is written atomically; a rerun with the same arguments
+    resumes after the last finished epoch. ``max_epochs`` stops early (an interruption, for tests).
+
+    Cost of an arm, per epoch (the rule the budget curve uses): ``own_seconds`` is its forward,
+    backward and update; ``train_seconds = own_seconds + data_seconds + shared_seconds``, the time it
+    would take alone on this machine: the full time of the data pipeline and of every shared
+    quantity it read. ``lockstep_seconds`` splits each shared quantity among the arms that read it,
+    so the arms' ``lockstep_seconds`` add up to the run's wall time.
+
+    With ``export_dir`` every arm is also written to ``<export_dir>/<arm name>.pt`` (``model``: the
+    selected weights, ``history``, ``args``), the file :func:`flake_lib.experiment.load_trained` reads.
+    """
+    names = [arm.name for arm in arms]
+    if len(set(names)) != len(names):
+        raise ValueError(f"arm names must be unique, got {names}")
+    by_name = {arm.name: arm for arm in arms}
+    for arm in arms:
+        if arm.init_from is not None and (arm.init_from not in by_name or
+                                          by_name[arm.init_from].start_epoch > arm.start_epoch or
+                                          by_name[arm.init_from].end_epoch < arm.start_epoch):
+            raise ValueError(f"arm {arm.name}: init_from {arm.init_from!r} must be an arm that has "
+                             f"trained until epoch {arm.start_epoch}")
+    device = torch.device(device)
+    path = Path(checkpoint)
+    stored_args = _json_args({"lockstep": {a.name: {"optim": asdict(a.cfg), "start_epoch": a.start_epoch,
+                                                   "init_from": a.init_from,
+                                                   "copy_optimizer": a.copy_optimizer,
+                                                   "select": a.select, **a.args} for a in arms},
+                              **(args or {})})
+    opt = {}
+    for arm in arms:
+        arm.model.to(device)
+        opt[arm.name] = make_optimizer(arm.model, arm.cfg, len(loader))
+    state = {a.name: {"history": [], "best": None, "started": False} for a in arms}
+    start = 0
+    if path.is_file():
+        saved = load_checkpoint(path)
+        if saved["args"] != stored_args:
+            raise ValueError(f"checkpoint {path} was written with other arguments:\n  stored "
+                             f"{saved['args']}\n  now    {stored_args}\ndelete it to train anew")
+        start = saved["epoch"]
+        for arm in arms:
+            arm_state = saved["arms"][arm.name]
+            arm.model.load_state_dict(arm_state["model"])
+            if arm_state["started"]:
+                opt[arm.name][0].load_state_dict(arm_state["optimizer"])
+                opt[arm.name][1].load_state_dict(arm_state["scheduler"])
+            state[arm.name] = {k: arm_state[k] for k in ("history", "best", "started")}
+    last = max(arm.end_epoch for arm in arms)
+    if max_epochs is not None:
+        last = min(last, max_epochs)
+    for epoch in range(start, last):
+        active = [a for a in arms if a.start_epoch <= epoch < a.end_epoch]
+        for arm in active:
+            if not state[arm.name]["started"]:
+                if arm.init_from is not None:
+                    parent = by_name[arm.init_from]
+                    arm.model.load_state_dict(parent.model.state_dict())
+                    if arm.copy_optimizer:  # the parent's moments, the arm's own hyper-parameters
+                        own = opt[arm.name][0].state_dict()
+                        own["state"] = copy.deepcopy(opt[parent.name][0].state_dict()["state"])
+                        opt[arm.name][0].load_state_dict(own)
+                state[arm.name]["started"] = True
+        loader.set_epoch(epoch)
+        generator = torch.Generator().manual_seed(loader.seed * 1_000_003 + epoch)
+        for arm in active:
+            arm.model.train()
+        seconds = {a.name: dict.fromkeys(("own", "data", "shared", "lockstep"), 0.0) for a in active}
+        totals = {a.name: [0.0, 0] for a in active}
+        began = time.perf_counter()
+        bar = progress_bar(loader, desc=f"{desc} epoch {epoch + 1}/{last} ({len(active)} arms)",
+                           enabled=progress, mininterval=2)
+        iterator, step = iter(bar), 0
+        while True:
+            fetch = time.perf_counter()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                break
+            batch = tuple(t.to(device) for t in batch)
+            data_seconds = time.perf_counter() - fetch
+            shared = SharedBatch(batch, generator, producers)
+            readers = {}
+            for arm in active:
+                torch.manual_seed(_arm_seed(loader.seed, arm.name, epoch, step))
+                shared.used = set()
+                before, t0 = shared.total_seconds, time.perf_counter()
+                loss = arm.loss(arm.model, shared)
+                optimizer, scheduler = opt[arm.name]
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                spent = time.perf_counter() - t0
+                seconds[arm.name]["own"] += spent - (shared.total_seconds - before)
+                readers[arm.name] = set(shared.used)
+                n = len(batch[0])
+                totals[arm.name][0] += loss.item() * n
+                totals[arm.name][1] += n
+            for arm in active:
+                s = seconds[arm.name]
+                s["data"] += data_seconds
+                s["shared"] += sum(shared.seconds[k] for k in readers[arm.name])
+                s["lockstep"] += data_seconds / len(active) + sum(
+                    shared.seconds[k] / sum(k in r for r in readers.values()) for k in readers[arm.name])
+            step += 1
+            bar.set_postfix(loss=" ".join(f"{totals[a.name][0] / totals[a.name][1]:.3g}" for a in active),
+                            refresh=False)
+        wall = time.perf_counter() - began
+        if progress:
+            progress_status(f"{desc} epoch {epoch + 1}/{last} · evaluating", force=True)
+        for arm in active:
+            s = seconds[arm.name]
+            s["lockstep"] += s["own"]
+            total, count = totals[arm.name]
+            record = {"epoch": epoch + 1 - arm.start_epoch, "run_epoch": epoch + 1,
+                      "train_loss": total / max(count, 1), "lr": opt[arm.name][0].param_groups[0]["lr"],
+                      "train_seconds": s["own"] + s["data"] + s["shared"], "own_seconds": s["own"],
+                      "data_seconds": s["data"], "shared_seconds": s["shared"],
+                      "lockstep_seconds": s["lockstep"], "lockstep_wall_seconds": wall,
+                      "lockstep_arms": len(active)}
+            if arm.evaluate is not None:
+                arm.model.eval()
+                t0 = time.perf_counter()
+                record.update(arm.evaluate(arm.model))
+                record["eval_seconds"] = time.perf_counter() - t0
+            best = state[arm.name]["best"]
+            if arm.select is not None:
+                value = record[arm.select]
+                if best is None or value > best["value"]:
+                    best = {"value": value, "epoch": record["epoch"],
+                            "model": {k: v.detach().cpu().clone() for k, v in arm.model.state_dict().items()}}
+                    state[arm.name]["best"] = best
+            state[arm.name]["history"].append(record)
+            if progress:
+                shown = {k: round(v, 4) for k, v in record.items() if isinstance(v, float)}
+                print(f"{desc} {arm.name} epoch {record['epoch']}/{arm.cfg.epochs}: {shown}", flush=True)
+        _atomic_save({"args": stored_args, "epoch": epoch + 1, "arms": {
+            a.name: {"model": a.model.state_dict(),
+                     "optimizer": opt[a.name][0].state_dict() if state[a.name]["started"] else None,
+                     "scheduler": opt[a.name][1].state_dict() if state[a.name]["started"] else None,
+                     **state[a.name]} for a in arms}}, path)
+    histories = {}
+    for arm in arms:
+        best = state[arm.name]["best"]
+        finished = start >= arm.end_epoch or last >= arm.end_epoch
+        if best is not None and finished:
+            arm.model.load_state_dict(best["model"])
+        arm.model.eval()
+        histories[arm.name] = state[arm.name]["history"]
+        if export_dir is not None and finished:
+            _atomic_save({"args": _json_args({"lockstep_checkpoint": path.name, "optim": asdict(arm.cfg),
+                                              **arm.args}),
+                          "model": arm.model.state_dict(), "history": histories[arm.name],
+                          "epoch": arm.cfg.epochs,
+                          "selected_epoch": best["epoch"] if best is not None else arm.cfg.epochs},
+                         Path(export_dir) / f"{arm.name}.pt")
+    return histories
 
 
 @torch.no_grad()

@@ -108,7 +108,7 @@ def test_schedules():
                                                            warmup_epochs=1), steps_per_epoch=10)
     assert one.get_last_lr()[0] == pytest.approx(0.01)  # first warm-up step
     with pytest.raises(ValueError, match="unknown schedule"):
-        train.make_optimizer(model, train.OptimConfig(schedule="linear"), 10)
+        train.make_optimizer(model, train.OptimConfig(schedule="exponential"), 10)
 
 
 def test_paper_profile_trains_one_step_on_cpu():

@@ -1,0 +1,127 @@
+"""Validation split, thin students, Flake variants as lockstep arms, and the downstream Flake name."""
+
+import json
+
+import pytest
+import torch
+
+from flake_lib import data, experiment, models, train
+
+
+def _toy_split(n=64, size=8, classes=4, seed=0, split="train"):
+    g = torch.Generator().manual_seed(seed)
+    return data.ImageSplit(torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g),
+                           torch.arange(n) % classes, [str(c) for c in range(classes)],
+                           "cifar10", split, "toy", False)
+
+
+def test_validation_split_is_carved_from_training_and_fixed():
+    split = _toy_split(80)
+    train_part, validation = data.train_validation_split(split, 20, seed=0)
+    assert len(train_part) == 60 and len(validation) == 20 and validation.split == "validation"
+    assert torch.bincount(validation.labels, minlength=4).tolist() == [5, 5, 5, 5]
+    pixels = {tuple(x.flatten().tolist()) for x in train_part.images}
+    assert not any(tuple(x.flatten().tolist()) in pixels for x in validation.images)  # disjoint
+    again = data.train_validation_split(split, 20, seed=0)[1]
+    assert torch.equal(again.images, validation.images)
+    assert not torch.equal(data.train_validation_split(split, 20, seed=1)[1].images, validation.images)
+    with pytest.raises(ValueError, match="n_validation"):
+        data.train_validation_split(split, 80)
+
+
+def test_thin_student_keeps_depth_and_halves_flops():
+    teacher = models.build_model("resnet14", width=1.0)
+    thin, w = models.thin_student("resnet14", 10, width=1.0)
+    ratio = models.count_flops(thin) / models.count_flops(teacher)
+    assert ratio <= 0.5 and ratio > 0.4 and w < 1
+    assert models.blocks_per_stage(thin) == models.blocks_per_stage(teacher) == [2, 2, 2]
+    small, _ = models.thin_student("mobilenet_v3_small", 200, input_shape=(1, 3, 64, 64))
+    big = models.build_model("mobilenet_v3_small", 200)
+    assert models.count_flops(small, (1, 3, 64, 64)) <= 0.5 * models.count_flops(big, (1, 3, 64, 64))
+    with pytest.raises(ValueError, match="thin students"):
+        models.thin_student("resnet50-cifar", 10)
+
+
+def test_stages_compose_to_the_forward_pass():
+    torch.manual_seed(0)
+    model = models.build_model("resnet8", width=0.5).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        h = torch.relu(model.bn1(model.conv1(x)))
+        for i in range(3):
+            h = models.run_stage(model, i, h)
+        torch.testing.assert_close(model.fc(h.mean((2, 3))), model(x))
+
+
+def test_flake_names_and_the_downstream_choice(tmp_path):
+    exp = experiment.Experiment("toy", "cifar10", "resnet8", tmp_path, 0.25, (1, 1, 1))
+    # the paper-literal addition Flake keeps the name earlier checkpoints were written under
+    assert experiment.flake_checkpoint(exp) == "flake-k2-addition-inter+kd+task"
+    assert experiment.flake_checkpoint(exp, "task1+dkd", "concatenation") == "flake-k2-concatenation-task1+dkd"
+    with pytest.raises(FileNotFoundError, match="notebook 03"):
+        experiment.flake_checkpoint(exp, "selected")
+    (tmp_path / "accuracy").mkdir()
+    (tmp_path / "accuracy" / "flake_selection.json").write_text(json.dumps(
+        {"experiments": {"toy": {"variant": "thin", "encoder": "concatenation"}}}))
+    assert experiment.flake_checkpoint(exp, "selected", "selected") == "flake-k2-concatenation-thin"
+    assert experiment.flake_checkpoint(exp, "selected", "addition") == "flake-k2-addition-thin"
+
+
+def test_variant_specs_are_checked():
+    v = experiment.FlakeVariant.from_spec("thin", {"objective": "task1+dkd", "student": "thin", "init": "scratch"})
+    assert v.student == "thin"
+    for spec, message in [({"objective": "nope"}, "unknown objective"), ({"student": "wide"}, "skip or thin"),
+                          ({"init": "magic"}, "init must be"), ({"student": "thin"}, "cannot copy"),
+                          ({"student": "thin", "init": "scratch"}, "L_Inter"), ({"lr": 1}, "unknown keys")]:
+        with pytest.raises(ValueError, match=message):
+            experiment.FlakeVariant.from_spec("x", spec)
+
+
+def test_every_kind_of_arm_trains_in_one_lockstep_run(tmp_path):
+    """PM arms of both codes (F-initialised SGD, ParM-faithful Adam), Flake variants (paper, decoded
+    KD, thin, warm-up and NKD initialisations), the warm-up and NKD: one run, every arm exported and
+    loadable by name."""
+    exp = experiment.Experiment("toy", "cifar10", "resnet14", tmp_path, 0.25, (1, 1, 1))
+    train_split, validation = _toy_split(64), _toy_split(16, seed=1, split="validation")
+    torch.manual_seed(0)
+    deployed = exp.build_deployed(4).eval()
+    cfg = train.OptimConfig(epochs=2, lr=0.01, schedule="onecycle", warmup_epochs=0.5)
+    adam = train.OptimConfig(epochs=2, lr=1e-3, weight_decay=1e-5, optimizer="adam", schedule="constant")
+    pm_eval = experiment.ParityValidation(deployed, validation, 2, "addition")
+    arms = [experiment.pm_arm(exp, deployed, 4, cfg, encoder=e, evaluate=pm_eval)
+            for e in ("addition", "concatenation")]
+    arms.append(experiment.pm_arm(exp, deployed, 4, adam, init="scratch", name="pm-k2-addition-parm",
+                                  evaluate=pm_eval, select="val_degraded_top1"))
+    experiment.run_lockstep(exp, "pm", arms, deployed, train_split, batch_groups=8, progress=False)
+    assert (exp.checkpoint_dir / "pm-k2-addition-parm.pt").is_file()
+    assert train.load_checkpoint(exp.checkpoint_dir / "pm-k2-addition-parm.pt")["selected_epoch"] in (1, 2)
+    teachers = {e: experiment.load_trained(exp, f"pm-k2-{e}", 4) for e in ("addition", "concatenation")}
+    variants = {name: experiment.FlakeVariant.from_spec(name, spec) for name, spec in {
+        "paper": {}, "task1+dkd": {"objective": "task1+dkd"}, "task1+std": {"objective": "task1+std"},
+        "thin": {"objective": "task1+dkd", "student": "thin", "init": "scratch"},
+        "warmup": {"objective": "task", "init": "warmup"}, "from-nkd": {"objective": "task", "init": "nkd"}}.items()}
+    arms = [experiment.nkd_arm(exp, deployed, cfg, evaluate=experiment.ClassifierValidation(deployed, validation))]
+    arms.append(experiment.warmup_arm(exp, teachers["addition"], train.OptimConfig(epochs=1, lr=0.01)))
+    init_arm = {"warmup": "warmup-k2-addition", "nkd": "nkd"}
+    for encoder in ("addition", "concatenation"):
+        for v in variants.values():
+            if encoder == "concatenation" and v.init in init_arm:
+                continue
+            arms.append(experiment.flake_arm(exp, teachers[encoder], v, cfg, encoder=encoder,
+                                             init_arm=init_arm.get(v.init),
+                                             evaluate=experiment.ParityValidation(deployed, validation, 2, encoder)))
+    histories = experiment.run_lockstep(exp, "flake", arms, deployed, train_split, teachers=teachers,
+                                        batch_groups=8, progress=False)
+    assert [h["epoch"] for h in histories["warmup-k2-addition"]] == [1]
+    assert [h["run_epoch"] for h in histories["flake-k2-addition-warmup"]] == [2]
+    assert [h["run_epoch"] for h in histories["flake-k2-addition-from-nkd"]] == [2]
+    for name, history in histories.items():
+        assert history and all(torch.isfinite(torch.tensor(h["train_loss"])) for h in history), name
+    for encoder in ("addition", "concatenation"):
+        for variant in ("paper", "thin"):
+            model = experiment.load_flake(exp, 4, variant, encoder)
+            assert models.count_flops(model, (1, 3, 8, 8)) < models.count_flops(deployed, (1, 3, 8, 8))
+    # the exported Flake equals the arm it was trained as
+    paper = next(a for a in arms if a.name == "flake-k2-addition-inter+kd+task")
+    for p, q in zip(paper.model.state_dict().values(), experiment.load_flake(exp, 4).state_dict().values()):
+        torch.testing.assert_close(p, q)
