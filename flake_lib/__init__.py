@@ -21,6 +21,8 @@ One module per concept:
 - ``trace``    the Alibaba v2018 batch_task trace: DAGs, long tail, slowdowns
 - ``results``  figures, tables, metrics JSON and provenance under ``results/<profile>/``
 - ``chain``    runs the notebooks in order with papermill (``./run_all.sh``)
+- ``primer``   notebook 00's diagram, models trained in seconds, explorers (k, encoder, ``f_u``, timing
+               bound) and exercises
 - ``seeding``  explicit seeding
 """
 
