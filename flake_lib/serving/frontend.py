@@ -12,10 +12,10 @@ shares:
   decoded as soon as ``k`` of its ``k + 1`` outputs are in, and a query is unavailable only when its
   instance is known dead or its request misses its deadline.
 - **Deadlines.** Every request (original, parity, partner, replica, student, hedge) has a deadline
-  (``deadline_s`` after it was sent; default ``max(2 × bound, 0.1 s)``). A request that misses it makes its instance *suspect* (no
-  recovery is sent there while it holds a missed request) and the policy recovers by its next rule:
-  another parity / backup instance, a cache partner, or waiting for the original. A late answer is
-  still used: every query takes the first answer that arrives.
+  (``deadline_s`` after it was sent; default ``max(2 × bound, 0.1 s)``). A request that misses it
+  makes its instance *suspect* (no recovery is sent there while it holds a missed request) and the
+  policy recovers by its next rule: another parity / backup instance, a cache partner, or waiting
+  for the original. A late answer is still used: every query takes the first answer that arrives.
 - **Dead workers** are detected without being told (the worker's response pipe ends): everything
   outstanding there is lost, nothing more is routed there, and it is restarted ``restart_delay_s``
   later. "Wait for the original" then means: send the query again to a live deployed instance
@@ -140,7 +140,7 @@ class Policy:
     """``none``: no redundancy. An unavailable query waits for its original (sent again to a live
     instance of ``F`` if its own died)."""
 
-    def __init__(self, frontend: "Frontend"):
+    def __init__(self, frontend: Frontend):
         self.fe = frontend
 
     def pool(self) -> list[str]:
@@ -403,9 +403,11 @@ class Frontend:
     def recover(self, kind: str, owner: int, pool: list[str], payload: np.ndarray,
                 partners: tuple[int, ...] = ()) -> None:
         """Queue a recovery request; :meth:`dispatch` sends it when the budget allows."""
-        self.intents[(kind, owner) if kind == "parity" else owner] += 1
-        self.backlog.append(_Intent(kind, owner, pool, payload, partners))
-        self.dispatch()
+        intent = _Intent(kind, owner, pool, payload, partners)
+        if not self._stale(intent):
+            self.intents[(kind, owner) if kind == "parity" else owner] += 1
+            self.backlog.append(intent)
+            self.dispatch()
 
     def _stale(self, intent: _Intent) -> bool:
         if intent.kind == "parity":
@@ -520,19 +522,19 @@ class Frontend:
         request = self.requests.get(response.request_id)
         if request is None:
             return  # an earlier run's, or a request already given up
-        self._forget(request)
-        worker = response.worker
+        worker, q = response.worker, request.owner
         self.busy_s[worker] = self.busy_s.get(worker, 0.0) + (response.finished - response.started)
         self.compute_s[worker] = self.compute_s.get(worker, 0.0) + response.compute_s
         self.responses[worker] += 1
-        q = request.owner
+        if response.error is not None and request.kind != "original":
+            self.lose(request, final=True)  # a recovery that failed: the next rule
+            self.dispatch()
+            return
+        self._forget(request)
         if response.error is not None:
-            if request.kind == "original":
-                self.records[q]["error"] = response.error
-                self.answer(q, "error", None, worker)
-                self.policy.on_original(q)
-            else:
-                self.lose(request, final=True)
+            self.records[q]["error"] = response.error
+            self.answer(q, "error", None, worker)
+            self.policy.on_original(q)
         elif request.kind == "original":
             self.outputs[q] = response.output
             self.answer(q, "original", response.output, worker, recovered_by="retry" if request.retry else None)

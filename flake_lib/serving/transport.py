@@ -164,13 +164,19 @@ class ProcessTransport:
         for spec in specs:
             self._spawn(spec)
         deadline = time.monotonic() + self.start_timeout_s
-        names = {spec.name for spec in specs}
+        names, kept = {spec.name for spec in specs}, []
         while not names <= self.ready:
             event = self.receive(0.5)
-            if (isinstance(event, WorkerEvent) and event.kind == "exit") or time.monotonic() > deadline:
+            if isinstance(event, WorkerEvent) and event.worker in names:
+                if event.kind == "exit":
+                    self.close()
+                    raise RuntimeError(f"worker {event.worker} did not start (see its error above)")
+            elif event is not None:
+                kept.append(event)  # another worker's: left for the caller
+            if time.monotonic() > deadline:
                 self.close()
-                raise RuntimeError("a worker did not start (see its error above)")
-        self.events.clear()
+                raise RuntimeError(f"workers did not start within {self.start_timeout_s} s")
+        self.events.extendleft(reversed(kept))
 
     def restart(self, worker: str) -> None:
         """Start ``worker`` again (a running one is killed first, one still starting is left to
