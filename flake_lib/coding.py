@@ -1,4 +1,4 @@
-"""Coded computation: coding groups, encoders and the subtraction decoder (DESIGN.md §2).
+"""Coded computation: coding groups, encoders and the subtraction decoder (docs/DESIGN.md §2).
 
 A *coding group* holds ``k`` queries ``x_1..x_k``. The encoder makes one parity query ``p``; a parity
 model is trained so that ``F_p(p) ≈ Σ_i F(x_i)``. When ``F(x_j)`` is unavailable, the subtraction

@@ -1,4 +1,4 @@
-"""How far a profile's accuracy numbers move between runs (DESIGN.md §8: runs are seeded; a rerun
+"""How far a profile's accuracy numbers move between runs (docs/DESIGN.md §8: runs are seeded; a rerun
 reproduces its accuracy numbers within a stated tolerance).
 
 Two comparisons, both read from metrics the notebooks wrote, never recomputed:

@@ -1,4 +1,4 @@
-"""Knowledge distillation: Flake's compressed parity model and the NKD baseline (DESIGN.md §2).
+"""Knowledge distillation: Flake's compressed parity model and the NKD baseline (docs/DESIGN.md §2).
 
 Losses (``z``: outputs, ``f``: block-wise unit features ``(B, C, H, W)``, ``τ`` temperature):
 

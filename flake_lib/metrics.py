@@ -1,4 +1,4 @@
-"""Accuracy and reconstruction metrics (DESIGN.md §2 vocabulary).
+"""Accuracy and reconstruction metrics (docs/DESIGN.md §2 vocabulary).
 
 - ``top_k_accuracy``: fraction of rows whose label is among the ``k`` largest scores.
 - ``agreement``: fraction of rows where two score matrices have the same top-1 (reconstruction
@@ -34,7 +34,7 @@ def overall_accuracy(available: float, degraded: float, unavailable_fraction):
 
 def degraded_mode(deployed_outputs: torch.Tensor, reconstructions: torch.Tensor,
                   groups: torch.Tensor, labels: torch.Tensor) -> dict:
-    """Accuracy of ``F`` and of the reconstructions of unavailable predictions (DESIGN.md §2).
+    """Accuracy of ``F`` and of the reconstructions of unavailable predictions (docs/DESIGN.md §2).
 
     ``deployed_outputs`` ``(N, C)``: ``F`` on the test images; ``reconstructions`` ``(G, k, C)``:
     member ``j`` of group ``g`` rebuilt as if it alone were unavailable (``coding.decode_each``);

@@ -11,7 +11,7 @@ Architectures (``build_model(arch, num_classes)``):
 - ``mobilenet_v3_large``, ``mobilenet_v3_small``: torchvision's MobileNetV3 (``small_input=True`` makes
   the first convolution stride 1, for 32×32 or 64×64 inputs).
 
-A *student* (DESIGN.md §2, Fig. 4 of the paper) keeps the teacher's stem, stage widths and the first
+A *student* (docs/DESIGN.md §2, Fig. 4 of the paper) keeps the teacher's stem, stage widths and the first
 ``keep[i]`` blocks of stage ``i``; skipped blocks are removed (ResNets) or replaced by ``nn.Identity``
 (MobileNetV3, whose blocks live in one flat ``features`` list). The first block of a stage, which
 changes resolution or width, is always kept, so teacher and student stage outputs — the *block-wise

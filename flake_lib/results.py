@@ -1,4 +1,4 @@
-"""Results under ``results/<profile>/``: figures, tables, metrics JSON and provenance (DESIGN.md §6).
+"""Results under ``results/<profile>/``: figures, tables, metrics JSON and provenance (docs/DESIGN.md §6).
 
 Every notebook writes through these helpers, so that every output has the same form:
 figures as PNG and PDF, tables as CSV, Markdown and LaTeX, metrics as indented JSON, and a
@@ -180,7 +180,7 @@ def package_versions(names=PACKAGES) -> dict:
 def write_provenance(out_dir: str | os.PathLike, *, profile: str, seed: int | None = None,
                      parameters: dict | None = None, data_source: dict | None = None,
                      section: str | None = None) -> Path:
-    """Create or update ``<out_dir>/provenance.json`` (DESIGN.md §6).
+    """Create or update ``<out_dir>/provenance.json`` (docs/DESIGN.md §6).
 
     The top level holds ``git_commit``, ``git_dirty``, ``profile``, ``packages``, ``devices``,
     ``cpu``, ``seed`` and ``data_source``; with ``section`` (a notebook name), that notebook's

@@ -1,4 +1,4 @@
-"""OpenVINO runtime: every served model is exported once and compiled for a device (DESIGN.md §5).
+"""OpenVINO runtime: every served model is exported once and compiled for a device (docs/DESIGN.md §5).
 
 - :func:`export` converts a PyTorch model with ``ov.convert_model`` (traced with an example input)
   and saves it as OpenVINO IR keeping FP32 weights (``compress_to_fp16=False``), so that served
