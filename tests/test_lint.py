@@ -41,3 +41,21 @@ def test_license_and_citation_match_the_package():
     assert paper["title"].startswith("A Fault-Tolerant and Real-Time Framework")
     assert [a["family-names"] for a in paper["authors"]] == ["Liu", "Geng", "Wang", "Liu"]
     assert paper in citation["references"]
+
+
+def test_design_references_point_to_the_projects_design_document():
+    """Every "DESIGN.md §N" in the library, the notebooks and the README names docs/DESIGN.md and a
+    section that exists there."""
+    import re
+
+    design = (REPO_ROOT / "docs" / "DESIGN.md").read_text()
+    sections = set(re.findall(r"^## (\d+)\. ", design, flags=re.M))
+    assert {"1", "2", "3", "4", "5", "6", "7", "8"} <= sections
+    files = [*(REPO_ROOT / "flake_lib").rglob("*.py"), *(REPO_ROOT / "notebooks").glob("*.ipynb"),
+             REPO_ROOT / "README.md"]
+    wrong = []
+    for path in files:
+        for match in re.finditer(r"([\w./-]*)DESIGN\.md(?: §(\d+))?", path.read_text()):
+            if match[1] != "docs/" or (match[2] and match[2] not in sections):
+                wrong.append(f"{path.relative_to(REPO_ROOT)}: {match[0]}")
+    assert not wrong, "references to a design document that is not docs/DESIGN.md:\n" + "\n".join(wrong)
