@@ -23,6 +23,26 @@ def test_chain_executes_every_notebook(smoke_results):
     assert prov["data_source"]["mirror"]
 
 
+#: Stream outputs an executed notebook may hold: a few printed summaries, never a progress bar's refreshes
+#: (under the chain the kernels draw no bars, flake_lib.progress, and a cell's streams are merged).
+MAX_STREAMS_PER_NOTEBOOK = 10
+
+
+def test_executed_notebooks_hold_no_warnings_and_few_streams(smoke_results):
+    _, executed = smoke_results
+    for path in executed:
+        cells = json.loads(path.read_text())["cells"]
+        outputs = [o for c in cells for o in c.get("outputs", [])]
+        streams = [o for o in outputs if o["output_type"] == "stream"]
+        texts = ["".join(o["text"]) if isinstance(o["text"], list) else o["text"] for o in streams]
+        warnings = [t for o, t in zip(streams, texts) if o["name"] == "stderr" and "Warning" in t]
+        assert not warnings, f"{path.name} has a warning on stderr: {warnings[0][:400]}"
+        assert len(streams) <= MAX_STREAMS_PER_NOTEBOOK, f"{path.name} has {len(streams)} stream outputs"
+        assert not any("it/s]" in t or "s/it]" in t for t in texts), f"{path.name} holds a progress bar"
+        assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs), \
+            f"{path.name} holds a widget (a progress bar drawn under the chain)"
+
+
 def test_primer_measures_exact_linear_code_and_cnn_error(smoke_results):
     out, _ = smoke_results
     summary = json.loads((out / "primer" / "summary.json").read_text())
