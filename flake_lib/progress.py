@@ -73,7 +73,7 @@ class Progress:
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)
         self.iterable, self.desc, self.total, self.enabled = iterable, desc, total, enabled
-        self.n, self.postfix, self.started = 0, {}, time.monotonic()
+        self.n, self.postfix, self.started, self.finished = 0, {}, time.monotonic(), False
         self.bar = tqdm(iterable, desc=desc, total=total, leave=leave, mininterval=mininterval,
                         disable=not enabled or quiet(), **tqdm_kwargs)
 
@@ -83,6 +83,7 @@ class Progress:
             yield item
             self.n += 1
             self._publish()
+        self.finished = True
         self._publish(force=True)
 
     def __enter__(self):
@@ -105,10 +106,13 @@ class Progress:
         self.bar.close()
 
     def line(self) -> str:
-        """``desc · n/total (p %) · elapsed, ETA · k=v ...`` (the status line)."""
+        """``desc · n/total (p %) · elapsed, ETA · k=v ...`` (the status line); ``desc · n done in t``
+        once the loop has ended."""
         elapsed = time.monotonic() - self.started
         parts = [self.desc] if self.desc else []
-        if self.total:
+        if self.finished:
+            parts.append(f"{self.n} done in {format_seconds(elapsed)}")
+        elif self.total:
             rate = self.n / elapsed if elapsed > 0 else 0.0
             eta = (self.total - self.n) / rate if rate > 0 else None
             parts.append(f"{self.n}/{self.total} ({100 * self.n / self.total:.0f} %)")
