@@ -38,11 +38,18 @@ from . import coding, data, metrics, parity, style
 # ----------------------------------------------------------------------------- the diagram
 
 
+def _pale(color: str, amount: float = 0.75) -> tuple:
+    """``color`` mixed with white: ``c + amount·(1 − c)`` per channel."""
+    from matplotlib.colors import to_rgb
+
+    return tuple(c + amount * (1 - c) for c in to_rgb(color))
+
+
 def _box(ax, x, y, w, h, text, color, fontsize=9):
     from matplotlib.patches import FancyBboxPatch
 
     ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.04,rounding_size=0.12",
-                                facecolor=style._lighten(color, 0.75), edgecolor=color, linewidth=1.6))
+                                facecolor=_pale(color), edgecolor=color, linewidth=1.6))
     ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=fontsize)
     return (x, y, w, h)
 
