@@ -17,8 +17,7 @@ omission). Every query ends with exactly one outcome of :data:`OUTCOMES`: ``orig
 """
 
 from .faults import FaultSchedule
-from .frontend import (METHODS, OUTCOMES, POLICIES, Deployment, Frontend, RecoveryBudget, Request,
-                       serve)
+from .frontend import METHODS, OUTCOMES, POLICIES, Deployment, Frontend, RecoveryBudget, Request, serve
 from .load import latency_summary, poisson_arrivals
 from .transport import ProcessTransport, Response, WorkerEvent, WorkerSpec
 

@@ -24,7 +24,7 @@ class FaultSchedule:
 
     @classmethod
     def from_slowdowns(cls, slowdowns: np.ndarray, n: int, service_s: float, fraction: float,
-                       seed: int = 0, **faults) -> "FaultSchedule":
+                       seed: int = 0, **faults) -> FaultSchedule:
         """A fraction ``fraction`` of the queries straggle: each gets ``(s − 1)·service_s`` extra
         time with ``s`` drawn from the empirical slowdowns above 1 (notebook 01's distribution)."""
         rng = np.random.default_rng(seed)
