@@ -328,6 +328,16 @@ def recovered_by(part: pd.DataFrame) -> str:
     return ";".join(f"{s}:{c}" for s, c in counts.items())
 
 
+def merge_counts(strings) -> str:
+    """Add up ``"source:count;…"`` strings (:func:`recovered_by`): ``["a:1;b:2", "a:3"] → "a:4;b:2"``."""
+    total: dict[str, int] = {}
+    for text in strings:
+        for item in filter(None, str(text).split(";")):
+            source, _, count = item.rpartition(":")
+            total[source] = total.get(source, 0) + int(count)
+    return ";".join(f"{s}:{c}" for s, c in sorted(total.items(), key=lambda kv: -kv[1]))
+
+
 def fig6_rows(records: pd.DataFrame, tags: np.ndarray) -> list[dict]:
     """Per number unavailable ``m``: the latency of the ``m``-burst queries, how many redundancy
     recovered (outcome in :data:`RECOVERED`) and what answered them."""

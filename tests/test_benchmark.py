@@ -277,3 +277,20 @@ def test_queueing_model_by_hand():
     assert pm[2] == pytest.approx(54.0) and flake[2] == pytest.approx(12.0) and flake[3] == pytest.approx(14.0)
     ratio = bm.predict_native_ratio({"F": 0.8, "PM": 0.8, "Flake": 0.4})
     assert ratio["low"] == 1.0 and ratio["high"] == pytest.approx(1.2 / 1.0)
+
+
+def test_emulated_mode_pads_each_worker_to_its_device_time(model_paths, pool):
+    """Emulated devices: F takes its stated time (the linear model computes in far less), a student
+    half of it (FLOPs-proportional), and the worker's busy time says so."""
+    times = bm.emulated_times({"F": 2.0, "PM": 2.0, "Flake": 1.0, "NKD": 1.0}, f_ms=20.0)
+    assert times == {"F": 20.0, "PM": 20.0, "Flake": 10.0, "NKD": 10.0}
+    specs = bm.worker_specs(["F0", "NKD0"], model_paths, "emulated", emulated_ms=times)
+    assert [s.pad_to_s for s in specs] == [0.02, 0.01]
+    assert all(s.pad_to_s == 0 for s in bm.worker_specs(["F0", "FP0"], model_paths, "native"))
+    images, labels = pool
+    with bm.Bench("emulated", ["F0", "F1"], model_paths, images, labels, emulated_ms=times, drain_s=5.0) as b:
+        schedule = bm.make_schedule(10, 20, len(images), None, SLOWDOWNS, seed=3)
+        frame, info = b.run("none", schedule, bound_ms=100.0)
+    latency = frame["latency_ms"].astype(float)
+    assert (latency >= 20.0).all() and info["median_ms"] < 60.0
+    assert info["deployed_util"] == pytest.approx(10 * 0.020 / 2, rel=0.5)  # 10 qps, 20 ms, two instances

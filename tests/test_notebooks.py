@@ -145,22 +145,49 @@ def test_table2_and_report_have_every_row(smoke_results):
 def test_latency_benchmark_accounts_for_every_query(smoke_results):
     import pandas as pd
 
+    from flake_lib import benchmark
+
     out, _ = smoke_results
-    queries = pd.read_parquet(out / "latency" / "queries.parquet")
-    table1 = pd.read_csv(out / "latency" / "table1.csv")
-    fig6 = pd.read_csv(out / "latency" / "fig6.csv")
-    for column in ("method", "repeat", "qps", "n_queries", "n_lost", "median_ms", "p99_ms", "p999_ms",
-                   "max_ms", "gmm_ms", "gpm_ms"):
-        assert column in table1.columns
+    latency = out / "latency"
+    queries = pd.read_parquet(latency / "queries.parquet")
+    table1 = pd.read_csv(latency / "table1.csv")
+    assert list(table1.columns[:len(benchmark.TABLE1_COLUMNS)]) == benchmark.TABLE1_COLUMNS
     assert set(table1["method"]) == {"none", "srp", "pm", "nkd", "flake", "hedge", "equal"}
-    for _, part in queries.groupby(["method", "repeat"]):
-        assert len(part) == part["query"].nunique() == 200  # every query exactly once
+    assert set(table1["faults"]) == {"injected", "none"} and set(table1["mode"]) == {"native"}
+    assert set(table1.loc[table1["faults"] == "none", "method"]) == {"none"}  # the noise floor
+    firsts = table1[table1["order"] == 0].sort_values("repeat")["method"].tolist()
+    assert len(firsts) == 2 and firsts[0] != firsts[1]  # the method order rotates across repeats
+    for key, part in queries.groupby(["method", "repeat", "faults"]):
+        assert len(part) == part["query"].nunique() == 100, key  # every query exactly once
         assert part["outcome"].notna().all()
-    assert (table1["gmm_ms"] >= table1["gpm_ms"]).all() and (table1["n_lost"] >= 0).all()
-    assert list(fig6.columns) == ["method", "n_unavailable", "repeat", "n", "n_recovered", "median_ms",
-                                  "p99_ms", "max_ms"]
-    assert set(fig6["n_unavailable"]) == {1, 2}
-    assert (out / "latency" / "fig5_latency_cdf.png").is_file()
+    assert len(queries.groupby(["method", "repeat", "faults"])) == len(table1)
+    assert (table1["gmm_ms"] >= table1["gpm_ms"]).all() and (table1["n_failed"] >= 0).all()
+    assert (table1["n_queries"] == table1[[f"n_{o}" for o in ("original", "reconstructed", "replica", "student",
+                                                              "hedge", "error", "failed")]].sum(axis=1)).all()
+    sweep = pd.read_csv(latency / "load_sweep.csv")
+    assert list(sweep.columns[:len(benchmark.SWEEP_COLUMNS)]) == benchmark.SWEEP_COLUMNS
+    assert set(sweep["mode"]) == {"native", "emulated"}
+    assert {200.0, 800.0} <= set(sweep["qps"]) and set(sweep["method"]) == {"none", "srp", "pm", "flake", "nkd"}
+    capacity = json.loads((latency / "capacity.json").read_text())
+    assert capacity["objective"] == {"statistic": "p99_ms", "bound_ms": 50.0}
+    for mode in ("native", "emulated"):
+        record = capacity["modes"][mode]
+        assert set(record["methods"]) == {"none", "srp", "pm", "flake", "nkd"}
+        for method in record["methods"].values():
+            assert {"capacity_qps", "censored", "bracket_qps", "levels_tried"} <= set(method)
+            assert method["capacity_qps"] is None or method["capacity_qps"] == method["bracket_qps"][0]
+        assert {"ratio", "low", "high", "note"} <= set(record["flake_over_pm"])
+    bound = pd.read_csv(latency / "bound_sweep.csv")
+    assert list(bound.columns[:len(benchmark.BOUND_COLUMNS)]) == benchmark.BOUND_COLUMNS
+    assert set(bound["point"]) == {"headline", "knee"} and bound["bound_ms"].isna().any()  # eager rows
+    assert set(bound["bound_ms"].dropna()) == {10.0}
+    fig6 = pd.read_csv(latency / "fig6.csv")
+    assert list(fig6.columns[:len(benchmark.FIG6_COLUMNS)]) == benchmark.FIG6_COLUMNS
+    assert set(fig6["n_unavailable"]) == {1, 2} and set(fig6["instances"]) == {1, 2}
+    assert (fig6["n"] == fig6["n_unavailable"]).all()  # one burst of m simultaneously unavailable queries
+    assert (fig6["n_recovered"] <= fig6["n"]).all()
+    for name in ("fig5_latency_cdf", "load_sweep", "bound_sweep", "fig6_unavailable"):
+        assert (latency / f"{name}.png").is_file()
 
 
 def test_rerun_and_second_seed_are_compared_in_report(smoke_results):
