@@ -61,14 +61,16 @@ def channels_last(model: nn.Module, enabled: bool = True) -> nn.Module:
     return model.to(memory_format=torch.channels_last) if enabled else model
 
 
-def classifier_evaluator(test_split: data.ImageSplit, device: str = "cpu", fast_cpu: bool = True):
-    """``evaluate(model) -> {test_top1, test_top5}`` on the whole test split (learning curves)."""
+def classifier_evaluator(test_split: data.ImageSplit, device: str = "cpu", fast_cpu: bool = True,
+                         prefix: str = "test"):
+    """``evaluate(model) -> {<prefix>_top1, <prefix>_top5}`` on the whole split (learning curves;
+    ``prefix="val"`` on the validation split)."""
     test_loader = data.TensorLoader(test_split, 500, channels_last=fast_cpu)
 
     def evaluate(model: nn.Module) -> dict:
         out = train.predict(model, test_loader, device)
-        return {"test_top1": metrics.top_k_accuracy(out, test_split.labels, 1),
-                "test_top5": metrics.top_k_accuracy(out, test_split.labels, 5)}
+        return {f"{prefix}_top1": metrics.top_k_accuracy(out, test_split.labels, 1),
+                f"{prefix}_top5": metrics.top_k_accuracy(out, test_split.labels, 5)}
 
     return evaluate
 
@@ -93,13 +95,15 @@ def parity_evaluator(deployed: nn.Module, test_split: data.ImageSplit, k: int, e
 
 def train_deployed(exp: Experiment, train_split: data.ImageSplit, test_split: data.ImageSplit,
                    cfg: train.OptimConfig, *, batch_size: int = 128, seed: int = 0,
-                   device: str = "cpu", fast_cpu: bool = True) -> tuple[nn.Module, list[dict]]:
-    """Train (or resume, or load) ``F`` with cross-entropy; test top-1/top-5 logged every epoch."""
+                   device: str = "cpu", fast_cpu: bool = True,
+                   prefix: str = "test") -> tuple[nn.Module, list[dict]]:
+    """Train (or resume, or load) ``F`` with cross-entropy; top-1/top-5 on ``test_split`` logged
+    every epoch as ``<prefix>_top1`` (``prefix="val"`` when it is the validation split)."""
     torch.manual_seed(seed)
     model = channels_last(exp.build_deployed(train_split.num_classes), fast_cpu)
     loader = data.TensorLoader(train_split, batch_size, shuffle=True, augment=True, seed=seed,
                                drop_last=True, channels_last=fast_cpu)
-    evaluate = classifier_evaluator(test_split, device, fast_cpu)
+    evaluate = classifier_evaluator(test_split, device, fast_cpu, prefix)
 
     history = train.fit(model, train.classification_step, loader, cfg, evaluate=evaluate,
                         checkpoint=exp.checkpoint_dir / "deployed.pt", device=device,
@@ -428,14 +432,44 @@ class FlakeVariant:
         return variant
 
 
-#: The name the paper-literal Flake had before variants were named (kept so old checkpoints load).
-_LEGACY_VARIANT_NAMES = {"paper": "inter+kd+task"}
+#: The paper's objective and its ablation arms keep the names of their loss-term sets (the names
+#: their checkpoints had before variants were named, so earlier checkpoints still load).
+PAPER_ABLATION = {"paper": ("task", "kd", "inter"), "task": ("task",), "task+kd": ("task", "kd"),
+                  "task+inter": ("task", "inter")}
+
+
+def ablation_objective(terms) -> str:
+    """The objective name of a loss-term set of the paper's ablation (``{"task", "kd"}`` → ``task+kd``)."""
+    for name, used in PAPER_ABLATION.items():
+        if set(used) == set(terms):
+            return name
+    raise ValueError(f"no objective of the paper's ablation uses the terms {sorted(terms)}")
+
+
+def terms_label(terms) -> str:
+    """``L_task + L_KD + L_Inter`` style label of a loss-term set (the ablation's ``terms`` column)."""
+    names = {"task": "L_task", "kd": "L_KD", "inter": "L_Inter"}
+    return " + ".join(names[t] for t in ("task", "kd", "inter") if t in set(terms))
+
+
+#: Short labels of this artifact's objectives (no ``L_`` prefix: those name the paper's terms).
+OBJECTIVE_LABELS = {"task1+kd": "task ×1 + KD", "task1+dkd": "task ×1 + decoded KD",
+                    "task1+std": "task ×1 + standardised Inter"}
+
+
+def objective_label(objective: str) -> str:
+    """``L_task + L_KD + L_Inter`` for the paper's objective and its ablation, a short label else."""
+    if objective in PAPER_ABLATION:
+        return terms_label(PAPER_ABLATION[objective])
+    return OBJECTIVE_LABELS.get(objective, objective)
 
 
 def flake_name(variant: str, encoder: str = "addition", k: int = 2) -> str:
-    """Checkpoint name of a Flake variant: ``flake-k2-addition-inter+kd+task`` for the paper-literal
-    Flake (``variant="paper"``), ``flake-k<k>-<encoder>-<variant>`` for the others."""
-    return f"flake-k{k}-{encoder}-{_LEGACY_VARIANT_NAMES.get(variant, variant)}"
+    """Checkpoint name of a Flake variant: the paper's objective and its ablation arms by their loss
+    terms (``paper`` → ``flake-k2-addition-inter+kd+task``, ``task+kd`` → ``...-kd+task``), this
+    artifact's variants by their name (``flake-k<k>-<encoder>-<variant>``)."""
+    terms = PAPER_ABLATION.get(variant)
+    return f"flake-k{k}-{encoder}-" + ("+".join(sorted(terms)) if terms else variant)
 
 
 def resolve_flake(exp: Experiment, variant: str = "paper", encoder: str = "addition") -> tuple[str, str]:

@@ -218,6 +218,13 @@ def thin_student(arch: str, num_classes: int = 10, *, width: float = 1.0,
     raise ValueError(f"no width of {arch} reaches {max_flops_ratio} of its FLOPs")
 
 
+def supports_thin(arch: str) -> bool:
+    """Whether :func:`thin_student` is defined for ``arch`` (CIFAR ResNets, MobileNetV3)."""
+    match = re.fullmatch(r"resnet(\d+)", arch)
+    cifar = bool(match) and (int(match.group(1)) - 2) % 6 == 0 and arch not in ("resnet50", "resnet152")
+    return cifar or arch in ("mobilenet_v3_large", "mobilenet_v3_small")
+
+
 def _scaled_model(arch: str, num_classes: int, w: float, small_input: bool) -> nn.Module:
     match = re.fullmatch(r"resnet(\d+)", arch)
     if match and (int(match.group(1)) - 2) % 6 == 0 and arch not in ("resnet50", "resnet152"):

@@ -67,6 +67,20 @@ def test_flake_names_and_the_downstream_choice(tmp_path):
     assert experiment.flake_checkpoint(exp, "selected", "addition") == "flake-k2-addition-thin"
 
 
+def test_the_paper_ablation_keeps_its_checkpoint_names():
+    assert experiment.flake_name("task+kd", "concatenation") == "flake-k2-concatenation-kd+task"
+    assert experiment.flake_name("task+inter") == "flake-k2-addition-inter+task"
+    assert experiment.flake_name("task") == "flake-k2-addition-task"
+    assert experiment.ablation_objective(["inter", "task", "kd"]) == "paper"
+    assert experiment.terms_label(("kd", "task")) == "L_task + L_KD"
+    assert experiment.objective_label("paper") == "L_task + L_KD + L_Inter"
+    assert not experiment.objective_label("task1+dkd").startswith("L_")  # L_ labels name the paper's terms
+    assert models.supports_thin("resnet20") and models.supports_thin("mobilenet_v3_large")
+    assert not models.supports_thin("resnet152-cifar")
+    with pytest.raises(ValueError, match="no objective"):
+        experiment.ablation_objective(["kd"])
+
+
 def test_variant_specs_are_checked():
     v = experiment.FlakeVariant.from_spec("thin", {"objective": "task1+dkd", "student": "thin", "init": "scratch"})
     assert v.student == "thin"
