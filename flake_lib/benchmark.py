@@ -373,7 +373,7 @@ def summarise(records: pd.DataFrame) -> dict:
            **{key: s[key] for key in stats.TAIL_KEYS},
            "accuracy": float(records["correct"].mean()) if len(records) else float("nan"),
            "n_unavailable": int(records["unavailable"].sum())}
-    row.update({f"n_{o}": int((records["outcome"] == o).sum()) for o in serving.OUTCOMES})
+    row.update({f"n_{o}": int((records["outcome"] == o).sum()) for o in serving.OUTCOMES})  # n_failed again
     if "recovered_by" in records:
         row["n_retry"] = int((records["recovered_by"] == "retry").sum())
         row["n_partner"] = int((records["recovered_by"] == "partner").sum())
@@ -800,7 +800,7 @@ SWEEP_COLUMNS = ["method", "mode", "qps", "repeat", "median_ms", "p99_ms", "p999
                  "gpm_ms", "cpu_util", "parity_util", "backup_util", "accuracy", "n_queries", "n_failed"]
 TABLE1_COLUMNS = ["method", "repeat", "order", "mode", "faults", "qps", "n_queries", "n_lost", "n_failed",
                   "median_ms", "p99_ms", "p999_ms", "max_ms", "gmm_ms", "gpm_ms", "accuracy", "n_unavailable",
-                  *[f"n_{o}" for o in serving.OUTCOMES], "cpu_percent"]
+                  *[f"n_{o}" for o in serving.OUTCOMES if o != "failed"], "cpu_percent"]  # n_failed: above
 BOUND_COLUMNS = ["method", "mode", "point", "qps", "bound_ms", "repeat", "median_ms", "p99_ms", "p999_ms",
                  "max_ms", "gmm_ms", "gpm_ms", "n_queries", "n_failed", "n_reconstructed"]
 FIG6_COLUMNS = ["method", "n_unavailable", "instances", "repeat", "n", "n_recovered", "median_ms", "p99_ms",
