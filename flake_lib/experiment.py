@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -619,3 +620,141 @@ def run_lockstep(exp: Experiment, name: str, arms: list[train.Arm], deployed: nn
                               args={"dataset": exp.dataset, "train": train_split.describe(), "k": k,
                                     "batch_groups": batch_groups, "seed": seed,
                                     "teachers": sorted(teachers or {})})
+
+
+# ----------------------------------------------------------------------------- the arms of a profile
+
+@dataclass
+class ArmPlan:
+    """One arm of a lockstep pass before it is built: its ``name``, what it is (``meta``: ``method``,
+    ``encoder``, ``variant``, ``objective``, ``student``, ``init``, ``terms``, ``budget``) and
+    ``build() -> train.Arm``. Notebooks build every plan; the paper-profile test builds one at a time."""
+
+    name: str
+    meta: dict
+    build: Callable[[], train.Arm]
+
+
+def parity_plan(exp: Experiment, deployed: nn.Module, num_classes: int, codes: list[tuple[int, str, str]],
+                cfg: train.OptimConfig, *, init: str = "deployed", budget_epochs=(),
+                parm_cfg: train.OptimConfig | None = None, evaluate: dict | None = None, seed: int = 0,
+                fast_cpu: bool = True) -> list[ArmPlan]:
+    """The PM arms of notebook 02 for codes ``(k, encoder, targets)`` of one group size: one per code
+    (``cfg``, ``init``), the shorter complete schedules of the first code (``budget_epochs`` below
+    ``cfg.epochs``: the budget curve) and, with ``parm_cfg``, ParM's recipe for the first code (from
+    scratch, its own optimiser, the best validation epoch, :data:`SELECT`)."""
+    evaluate = evaluate or {}
+    first, plans = codes[0], []
+
+    def plan(name, k, encoder, targets, arm_cfg, arm_init, budget, recipe, select=None):
+        meta = {"method": "pm", "k": k, "encoder": encoder, "targets": targets, "budget": budget, "recipe": recipe}
+        plans.append(ArmPlan(name, meta, lambda: pm_arm(
+            exp, deployed, num_classes, arm_cfg, k=k, encoder=encoder, targets=targets, init=arm_init,
+            evaluate=evaluate.get(encoder), select=select, name=name, seed=seed, fast_cpu=fast_cpu)))
+
+    for k, encoder, targets in codes:
+        plan(pm_name(k, encoder, targets), k, encoder, targets, cfg, init, False, "main")
+    for epochs in sorted({int(e) for e in budget_epochs if int(e) < cfg.epochs}):
+        plan(pm_name(*first, suffix=f"e{epochs}"), *first, dataclasses.replace(cfg, epochs=epochs), init, True, "main")
+    if parm_cfg is not None:
+        plan(pm_name(*first, suffix="parm"), *first, parm_cfg, "scratch", False, "parm", select=SELECT)
+    return plans
+
+
+#: The validation metric a best-epoch checkpoint is chosen on.
+SELECT = "val_degraded_top1"
+
+
+def variants_from_params(flake_variants: dict, flake_encoders) -> dict[str, tuple[FlakeVariant, list[str]]]:
+    """The ``flake_variants`` profile parameter (``{name: {objective, student, init, beta, init_epochs,
+    encoders}}``) as ``{name: (FlakeVariant, codes)}``; ``encoders`` defaults to every code distilled."""
+    found = {}
+    for name, spec in (flake_variants or {}).items():
+        if name in PAPER_ABLATION:
+            raise ValueError(f"flake_variants: {name!r} names the paper's objective or an ablation arm")
+        spec = dict(spec or {})
+        codes = [e for e in spec.pop("encoders", flake_encoders) if e in flake_encoders]
+        found[name] = (FlakeVariant.from_spec(name, spec), codes)
+    return found
+
+
+def distillation_plan(exp: Experiment, deployed: nn.Module, teachers: dict[str, nn.Module], *, k: int = 2,
+                      cfg: train.OptimConfig, nkd_cfg: train.OptimConfig, flake_encoders=("addition",),
+                      ablation=(("task",), ("task", "kd"), ("task", "inter"), ("task", "kd", "inter")),
+                      ablation_encoders=("addition",), variants: dict | None = None, budget_epochs=(),
+                      budget_variant: str | None = None, student_init: str = "teacher", beta: float = 1.0,
+                      gamma: float = distill.GAMMA, tau: float = distill.TAU, evaluate: dict | None = None,
+                      nkd_evaluate=None, seed: int = 0, fast_cpu: bool = True) -> list[ArmPlan]:
+    """Every arm of notebook 03's pass: NKD (and its budget points); the paper's Flake for every code
+    of ``flake_encoders`` and its ablation (``ablation``: loss-term sets, the last the paper's Flake)
+    for ``ablation_encoders``; this artifact's ``variants`` (``{name: (FlakeVariant, codes)}``; thin
+    students only where :func:`flake_lib.models.supports_thin`); the warm-up arms those variants start
+    from; and the budget curve's shorter complete schedules of the paper's Flake and of
+    ``budget_variant`` for the first code. ``cfg`` and ``nkd_cfg`` give the full schedules."""
+    evaluate, variants = evaluate or {}, dict(variants or {})
+    plans: list[ArmPlan] = []
+    full_terms = set(ablation[-1])
+
+    def schedule(base, epochs):
+        return dataclasses.replace(base, epochs=int(epochs))
+
+    def add(name, meta, build):
+        plans.append(ArmPlan(name, {"budget": False, "encoder": None, **meta}, build))
+
+    def add_flake(spec, encoder, epochs, name=None, **meta):
+        init_arm = None
+        if spec.init == "warmup":  # one warm-up arm per code and length, shared by the variants using it
+            init_arm = f"warmup-k{k}-{encoder}" + ("" if spec.init_epochs == 1 else f"-e{spec.init_epochs}")
+            if init_arm not in {p.name for p in plans}:
+                add(init_arm, {"method": "warmup", "encoder": encoder, "variant": "warmup", "objective": "warmup",
+                               "student": "skip", "init": "teacher", "terms": "block-replacement warm-up"},
+                    lambda init_arm=init_arm, encoder=encoder, e=spec.init_epochs: dataclasses.replace(
+                        warmup_arm(exp, teachers[encoder], schedule(cfg, e), k=k, encoder=encoder,
+                                   evaluate=evaluate.get(encoder), seed=seed, fast_cpu=fast_cpu), name=init_arm))
+        elif spec.init == "nkd":
+            init_arm = "nkd"
+        arm_name = name or flake_name(spec.name, encoder, k)
+        add(arm_name, {"encoder": encoder, "objective": spec.objective, "student": spec.student,
+                       "init": spec.init, **meta},
+            lambda: flake_arm(exp, teachers[encoder], spec, schedule(cfg, epochs), k=k, encoder=encoder,
+                              gamma=gamma, tau=tau, evaluate=evaluate.get(encoder), name=arm_name, seed=seed,
+                              fast_cpu=fast_cpu, init_arm=init_arm))
+
+    for epochs in [nkd_cfg.epochs] + sorted({int(b) for b in budget_epochs if int(b) < nkd_cfg.epochs}):
+        name = "nkd" if epochs == nkd_cfg.epochs else f"nkd-e{epochs}"
+        add(name, {"method": "nkd", "variant": "nkd", "objective": "nkd", "student": "skip", "init": student_init,
+                   "terms": "NKD (KD from F + CE)", "budget": epochs != nkd_cfg.epochs},
+            lambda name=name, epochs=epochs: nkd_arm(exp, deployed, schedule(nkd_cfg, epochs), gamma=gamma, tau=tau,
+                                                     init=student_init, evaluate=nkd_evaluate, name=name,
+                                                     seed=seed, fast_cpu=fast_cpu))
+    paper_variants = {}
+    for terms in ablation:
+        objective_name = ablation_objective(terms)
+        paper_variants[objective_name] = FlakeVariant.from_spec(
+            objective_name, {"objective": objective_name, "init": student_init, "beta": beta})
+    paper = paper_variants[ablation_objective(full_terms)]
+    for encoder in flake_encoders:
+        for terms in ablation:
+            full = set(terms) == full_terms
+            if full or encoder in ablation_encoders:
+                add_flake(paper_variants[ablation_objective(terms)], encoder, cfg.epochs,
+                          method="flake" if full else "flake-ablation", variant="paper", terms=terms_label(terms))
+    thin_ok = models.supports_thin(exp.deployed_arch)
+    for name, (variant, codes) in variants.items():
+        if name in PAPER_ABLATION:
+            raise ValueError(f"variant {name!r} names the paper's objective or an ablation arm")
+        if variant.student == "thin" and not thin_ok:
+            continue
+        for encoder in codes:
+            add_flake(variant, encoder, cfg.epochs, method="flake", variant=name,
+                      terms=objective_label(variant.objective))
+    first = flake_encoders[0]
+    curve = [("paper", paper)] + ([(budget_variant, variants[budget_variant][0])] if budget_variant else [])
+    for epochs in sorted({int(b) for b in budget_epochs if int(b) < cfg.epochs}):
+        for name, variant in curve:
+            if (variant.init in ("warmup", "nkd") and epochs <= variant.init_epochs) or (
+                    variant.student == "thin" and not thin_ok):
+                continue
+            add_flake(variant, first, epochs, name=f"{flake_name(name, first, k)}-e{epochs}", method="flake",
+                      variant=name, budget=True, terms=objective_label(variant.objective))
+    return plans

@@ -25,6 +25,7 @@ depth and scales every stage's channels so that its FLOPs are at most half the t
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from collections.abc import Sequence
 
@@ -208,14 +209,28 @@ def thin_student(arch: str, num_classes: int = 10, *, width: float = 1.0,
     block-skipped student of Fig. 4. Channels are scaled by the largest ``w = width·j/64`` (``j < 64``)
     whose model has at most ``max_flops_ratio`` times the teacher's FLOPs; returns ``(model, w)``.
     Defined for the CIFAR ResNets and MobileNetV3 (``width_mult``); untrained."""
-    teacher_flops = count_flops(build_model(arch, num_classes, width=width, small_input=small_input),
-                                input_shape)
-    for j in range(63, 0, -1):
-        w = width * j / 64
-        model = _scaled_model(arch, num_classes, w, small_input)
-        if count_flops(model, input_shape) <= max_flops_ratio * teacher_flops:
-            return model, w
-    raise ValueError(f"no width of {arch} reaches {max_flops_ratio} of its FLOPs")
+    w = _thin_width(arch, num_classes, width, max_flops_ratio, tuple(input_shape), small_input)
+    return _scaled_model(arch, num_classes, w, small_input), w
+
+
+@functools.lru_cache(maxsize=64)
+def _thin_width(arch: str, num_classes: int, width: float, max_flops_ratio: float, input_shape: tuple,
+                small_input: bool) -> float:
+    """The largest ``width·j/64`` whose model has at most ``max_flops_ratio`` of the FLOPs (bisection:
+    FLOPs grow with the width)."""
+    budget = max_flops_ratio * count_flops(build_model(arch, num_classes, width=width, small_input=small_input),
+                                           input_shape)
+
+    def fits(j: int) -> bool:
+        return count_flops(_scaled_model(arch, num_classes, width * j / 64, small_input), input_shape) <= budget
+
+    if not fits(1):
+        raise ValueError(f"no width of {arch} reaches {max_flops_ratio} of its FLOPs")
+    low, high = 1, 63  # fits(low) holds; find the largest j <= 63 that fits
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid - 1)
+    return width * low / 64
 
 
 def supports_thin(arch: str) -> bool:
