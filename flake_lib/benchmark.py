@@ -162,13 +162,15 @@ def measure_service_ms(model_path: str, images: np.ndarray, *, device: str = "CP
 
 @dataclass(frozen=True)
 class FaultConfig:
-    """Fault rates per second (so that levels of a load sweep differ only in load).
+    """Fault rates per second, laid out on a timeline that does not depend on the load.
 
-    ``straggler_rate_per_s``: stragglers per second (each query straggles with probability
-    ``rate / qps``); each is delayed ``(s − 1) · reference_ms`` (``s`` a trace slowdown above 1),
-    capped at ``cap_ms``. ``pause_rate_per_s``: SIGSTOP windows of ``pause_ms`` per second, each on a
-    role drawn from ``roles``. ``kills``: SIGKILLs per run (at uniform times in the middle 60 % of the
-    run, roles drawn from ``roles``) — a count, not a rate: a killed worker needs seconds to restart.
+    ``straggler_rate_per_s``: straggler events per second (a Poisson process in time); each delays
+    the first query sent at or after its time by ``(s − 1) · reference_ms`` (``s`` a trace slowdown
+    above 1), capped at ``cap_ms``. ``pause_rate_per_s``: SIGSTOP windows of ``pause_ms`` per second,
+    each on a role drawn from ``roles``. ``kills``: SIGKILLs per run (at uniform times in the middle
+    60 % of ``duration_s``, roles drawn from ``roles``) — a count, not a rate: a killed worker needs
+    seconds to restart. With one fault seed, runs of the same length at different loads replay the
+    same faults at the same times: load sweep levels differ only in load.
     """
 
     straggler_rate_per_s: float = 2.0
@@ -219,26 +221,51 @@ class FaultPlan:
         return cls(np.zeros(n))
 
 
-def fault_plan(arrivals: np.ndarray, qps: float, config: FaultConfig, slowdowns: np.ndarray,
-               seed: int) -> FaultPlan:
-    """Seeded faults for one schedule (see :class:`FaultConfig`)."""
-    rng = np.random.default_rng(seed)
-    n = len(arrivals)
-    duration = float(arrivals[-1]) if n else 0.0
+@dataclass
+class FaultTimeline:
+    """Faults in time, independent of the queries: ``stragglers`` ``(at_s, delay_s)``, ``pauses``
+    ``(role, start_s, end_s)``, ``kills`` ``(role, at_s)``."""
+
+    stragglers: list[tuple[float, float]]
+    pauses: list[tuple[str, float, float]]
+    kills: list[tuple[str, float]]
+
+
+def fault_timeline(duration_s: float, config: FaultConfig, slowdowns: np.ndarray, seed: int) -> FaultTimeline:
+    """Seeded faults over ``[0, duration_s)`` (see :class:`FaultConfig`); the same seed gives the same
+    faults at the same times whatever the load."""
     excess = np.asarray(slowdowns, dtype=float)
     excess = excess[excess > 1] - 1
-    delays = np.zeros(n)
-    chosen = rng.random(n) < min(1.0, config.straggler_rate_per_s / qps)
-    if chosen.any() and excess.size:
-        delays[chosen] = np.minimum(rng.choice(excess, int(chosen.sum())) * config.reference_ms,
-                                    config.cap_ms) / 1000
+    rng = np.random.default_rng([seed, 1])
+    count = rng.poisson(config.straggler_rate_per_s * duration_s)
+    times = np.sort(rng.uniform(0, duration_s, count))
+    delays = (np.minimum(rng.choice(excess, count) * config.reference_ms, config.cap_ms) / 1000
+              if count and excess.size else np.zeros(count))
+    rng = np.random.default_rng([seed, 2])
     pauses = []
-    for _ in range(rng.poisson(config.pause_rate_per_s * duration)):
-        start = float(rng.uniform(0, max(duration - config.pause_ms / 1000, 0.0)))
+    for _ in range(rng.poisson(config.pause_rate_per_s * duration_s)):
+        start = float(rng.uniform(0, max(duration_s - config.pause_ms / 1000, 0.0)))
         pauses.append((str(rng.choice(config.roles)), start, start + config.pause_ms / 1000))
-    kills = [(str(rng.choice(config.roles)), float(rng.uniform(0.2, 0.8) * duration))
-             for _ in range(config.kills)]
-    return FaultPlan(delays, sorted(pauses, key=lambda p: p[1]), sorted(kills, key=lambda p: p[1]))
+    rng = np.random.default_rng([seed, 3])
+    kills = [(str(rng.choice(config.roles)), float(rng.uniform(0.2, 0.8) * duration_s)) for _ in range(config.kills)]
+    return FaultTimeline(list(zip(times.tolist(), delays.tolist())), sorted(pauses, key=lambda p: p[1]),
+                         sorted(kills, key=lambda p: p[1]))
+
+
+def fault_plan(arrivals: np.ndarray, timeline: FaultTimeline) -> FaultPlan:
+    """The timeline on a schedule: each straggler delays the first query whose intended time is at or
+    after the straggler's (one straggler per query: a later one moves to the next free query);
+    stragglers, pauses and kills after the last arrival are dropped."""
+    n = len(arrivals)
+    delays = np.zeros(n)
+    end = float(arrivals[-1]) if n else 0.0
+    for at, delay in timeline.stragglers:
+        q = int(np.searchsorted(arrivals, at))
+        while q < n and delays[q] > 0:
+            q += 1
+        if q < n:
+            delays[q] = delay
+    return FaultPlan(delays, [p for p in timeline.pauses if p[1] < end], [k for k in timeline.kills if k[1] < end])
 
 
 def share_of_stragglers_over(plan: FaultPlan, bound_ms: float) -> float:
@@ -264,18 +291,29 @@ class Schedule:
 
 
 def make_schedule(qps: float, n: int, pool_size: int, config: FaultConfig | None, slowdowns: np.ndarray,
-                  seed: int) -> Schedule:
-    """Poisson arrivals at ``qps``, ``n`` test images drawn at random, faults from ``config``
-    (``None``: no fault), all from ``seed``."""
+                  seed: int, fault_seed: int | None = None) -> Schedule:
+    """Poisson arrivals at ``qps``, ``n`` test images drawn at random (both from ``seed``), and the
+    faults of ``config`` (``None``: no fault) on a timeline from ``fault_seed`` (default ``seed``)
+    as long as the expected run, ``n / qps``."""
     arrivals = serving.poisson_arrivals(qps, n, seed)
-    index = np.random.default_rng(seed + 1).integers(0, pool_size, n)
-    plan = FaultPlan.none(n) if config is None else fault_plan(arrivals, qps, config, slowdowns, seed + 2)
-    return Schedule(qps, arrivals, index, plan, seed)
+    index = np.random.default_rng([seed, 4]).integers(0, pool_size, n)
+    if config is None:
+        return Schedule(qps, arrivals, index, FaultPlan.none(n), seed)
+    timeline = fault_timeline(n / qps, config, slowdowns, seed if fault_seed is None else fault_seed)
+    return Schedule(qps, arrivals, index, fault_plan(arrivals, timeline), seed)
 
 
 def level_seed(seed: int, qps: float) -> int:
-    """The schedule seed of a load level: every method (and both modes) replay the same schedule."""
+    """The arrival seed of a load level: every method (and both modes) replay the same schedule."""
     return int(seed) * 100_003 + int(round(qps * 10))
+
+
+def level_schedule(qps: float, seconds: float, pool_size: int, config: FaultConfig | None, slowdowns: np.ndarray,
+                   seed: int) -> Schedule:
+    """One level of a load sweep: ``round(qps · seconds)`` queries, arrivals from the level's seed, and
+    the faults of one timeline (``seed``) shared by every level — the levels differ only in load."""
+    return make_schedule(qps, max(int(round(qps * seconds)), 2), pool_size, config, slowdowns,
+                         level_seed(seed, qps), fault_seed=seed)
 
 
 # ----------------------------------------------------------------------------- Fig. 6 bursts

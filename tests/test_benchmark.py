@@ -136,7 +136,7 @@ def test_stated_share_of_stragglers_exceeds_the_bound(share):
     reference = bm.straggler_reference_ms(SLOWDOWNS, 10.0, share)
     config = bm.FaultConfig(straggler_rate_per_s=50, reference_ms=reference, cap_ms=math.inf)
     arrivals = serving.poisson_arrivals(500, 100_000, seed=3)
-    plan = bm.fault_plan(arrivals, 500, config, SLOWDOWNS, seed=4)
+    plan = bm.fault_plan(arrivals, bm.fault_timeline(arrivals[-1], config, SLOWDOWNS, seed=4))
     assert bm.share_of_stragglers_over(plan, 10.0) == pytest.approx(share, abs=0.02)
     assert bm.share_of_stragglers_over(plan, 10.0 * 0.5) > share  # a looser mapping would differ
 
@@ -148,7 +148,7 @@ def test_fault_rates_are_per_second_at_every_load():
     per_second = {}
     for qps in (200.0, 800.0):
         arrivals = serving.poisson_arrivals(qps, int(qps * 400), seed=5)
-        plan = bm.fault_plan(arrivals, qps, config, SLOWDOWNS, seed=6)
+        plan = bm.fault_plan(arrivals, bm.fault_timeline(400.0, config, SLOWDOWNS, seed=int(qps)))
         duration = arrivals[-1]
         per_second[qps] = ((plan.delays_s > 0).sum() / duration, len(plan.pauses) / duration)
         assert len(plan.kills) == 1 and 0.2 * duration <= plan.kills[0][1] <= 0.8 * duration
@@ -156,6 +156,22 @@ def test_fault_rates_are_per_second_at_every_load():
         assert {r for r, _, _ in plan.pauses} == set(config.roles)  # any instance may be paused
     for qps, (stragglers, pauses) in per_second.items():
         assert stragglers == pytest.approx(4.0, rel=0.1) and pauses == pytest.approx(2.0, rel=0.15), qps
+
+
+def test_sweep_levels_replay_the_same_faults_at_the_same_times():
+    """Two levels of a sweep (same duration, different loads): the same stragglers (time and delay)
+    land on the first query sent at or after their time, the same pauses; only the load differs."""
+    config = bm.FaultConfig(straggler_rate_per_s=5.0, reference_ms=20.0, pause_rate_per_s=0.5, pause_ms=100)
+    low, high = (bm.level_schedule(qps, 8.0, 64, config, SLOWDOWNS, seed=3) for qps in (200.0, 1000.0))
+    assert (low.n, high.n) == (1600, 8000) and not np.array_equal(low.arrivals[:50], high.arrivals[:50])
+    timeline = bm.fault_timeline(8.0, config, SLOWDOWNS, seed=3)
+    for schedule, gap in ((low, 0.05), (high, 0.01)):
+        hit = np.flatnonzero(schedule.plan.delays_s > 0)
+        kept = [(t, d) for t, d in timeline.stragglers if t < schedule.arrivals[-1]]
+        assert len(hit) == len(kept) >= 30
+        assert np.allclose(schedule.plan.delays_s[hit], [d for _, d in kept])
+        assert np.all(schedule.arrivals[hit] - np.array([t for t, _ in kept]) < gap)
+    assert low.plan.pauses == [p for p in high.plan.pauses if p[1] < low.arrivals[-1]] and low.plan.pauses
 
 
 def test_fault_plan_maps_roles_to_each_method():
