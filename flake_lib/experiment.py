@@ -646,19 +646,31 @@ def parity_plan(exp: Experiment, deployed: nn.Module, num_classes: int, codes: l
     evaluate = evaluate or {}
     first, plans = codes[0], []
 
-    def plan(name, k, encoder, targets, arm_cfg, arm_init, budget, recipe, select=None):
+    def plan(name, k, encoder, targets, arm_cfg, arm_init, budget, recipe, select=None, branch=None):
         meta = {"method": "pm", "k": k, "encoder": encoder, "targets": targets, "budget": budget, "recipe": recipe}
-        plans.append(ArmPlan(name, meta, lambda: pm_arm(
+        plans.append(ArmPlan(name, meta, lambda: _branched(pm_arm(
             exp, deployed, num_classes, arm_cfg, k=k, encoder=encoder, targets=targets, init=arm_init,
-            evaluate=evaluate.get(encoder), select=select, name=name, seed=seed, fast_cpu=fast_cpu)))
+            evaluate=evaluate.get(encoder), select=select, name=name, seed=seed, fast_cpu=fast_cpu), branch)))
 
     for k, encoder, targets in codes:
         plan(pm_name(k, encoder, targets), k, encoder, targets, cfg, init, False, "main")
     for epochs in sorted({int(e) for e in budget_epochs if int(e) < cfg.epochs}):
-        plan(pm_name(*first, suffix=f"e{epochs}"), *first, dataclasses.replace(cfg, epochs=epochs), init, True, "main")
+        start, budget_cfg = train.budget_schedule(cfg, epochs)
+        plan(pm_name(*first, suffix=f"e{epochs}"), *first, budget_cfg, init, True, "main",
+             branch=(pm_name(*first), start) if start else None)
     if parm_cfg is not None:
         plan(pm_name(*first, suffix="parm"), *first, parm_cfg, "scratch", False, "parm", select=SELECT)
     return plans
+
+
+def _branched(arm: train.Arm, branch: tuple[str, int] | None, **args) -> train.Arm:
+    """``arm`` as a branch of the arm named ``branch[0]`` from epoch ``branch[1]`` (weights and moments
+    copied, :func:`flake_lib.train.budget_schedule`; ``args`` amend its description), or unchanged for
+    ``branch=None``."""
+    if branch is None:
+        return arm
+    return dataclasses.replace(arm, start_epoch=branch[1], init_from=branch[0], copy_optimizer=True,
+                               args={**arm.args, **args, "branch_of": branch[0], "branch_epoch": branch[1]})
 
 
 #: The validation metric a best-epoch checkpoint is chosen on.
@@ -701,7 +713,7 @@ def distillation_plan(exp: Experiment, deployed: nn.Module, teachers: dict[str, 
     def add(name, meta, build):
         plans.append(ArmPlan(name, {"budget": False, "encoder": None, **meta}, build))
 
-    def add_flake(spec, encoder, epochs, name=None, **meta):
+    def add_flake(spec, encoder, epochs, name=None, arm_cfg=None, branch=None, **meta):
         init_arm = None
         if spec.init == "warmup":  # one warm-up arm per code and length, shared by the variants using it
             init_arm = f"warmup-k{k}-{encoder}" + ("" if spec.init_epochs == 1 else f"-e{spec.init_epochs}")
@@ -714,19 +726,24 @@ def distillation_plan(exp: Experiment, deployed: nn.Module, teachers: dict[str, 
         elif spec.init == "nkd":
             init_arm = "nkd"
         arm_name = name or flake_name(spec.name, encoder, k)
+        # a branch takes its weights from the arm it branches from: built without an initialising arm
+        built = spec if branch is None else dataclasses.replace(
+            spec, init="teacher" if spec.student == "skip" else "scratch")
         add(arm_name, {"encoder": encoder, "objective": spec.objective, "student": spec.student,
                        "init": spec.init, **meta},
-            lambda: flake_arm(exp, teachers[encoder], spec, schedule(cfg, epochs), k=k, encoder=encoder,
-                              gamma=gamma, tau=tau, evaluate=evaluate.get(encoder), name=arm_name, seed=seed,
-                              fast_cpu=fast_cpu, init_arm=init_arm))
+            lambda: _branched(flake_arm(
+                exp, teachers[encoder], built, arm_cfg or schedule(cfg, epochs), k=k, encoder=encoder, gamma=gamma,
+                tau=tau, evaluate=evaluate.get(encoder), name=arm_name, seed=seed, fast_cpu=fast_cpu,
+                init_arm=None if branch else init_arm), branch, init=spec.init))
 
     for epochs in [nkd_cfg.epochs] + sorted({int(b) for b in budget_epochs if int(b) < nkd_cfg.epochs}):
         name = "nkd" if epochs == nkd_cfg.epochs else f"nkd-e{epochs}"
+        start, arm_cfg = (0, nkd_cfg) if name == "nkd" else train.budget_schedule(nkd_cfg, epochs)
         add(name, {"method": "nkd", "variant": "nkd", "objective": "nkd", "student": "skip", "init": student_init,
                    "terms": "NKD (KD from F + CE)", "budget": epochs != nkd_cfg.epochs},
-            lambda name=name, epochs=epochs: nkd_arm(exp, deployed, schedule(nkd_cfg, epochs), gamma=gamma, tau=tau,
-                                                     init=student_init, evaluate=nkd_evaluate, name=name,
-                                                     seed=seed, fast_cpu=fast_cpu))
+            lambda name=name, arm_cfg=arm_cfg, start=start: _branched(nkd_arm(
+                exp, deployed, arm_cfg, gamma=gamma, tau=tau, init=student_init, evaluate=nkd_evaluate, name=name,
+                seed=seed, fast_cpu=fast_cpu), ("nkd", start) if start else None))
     paper_variants = {}
     for terms in ablation:
         objective_name = ablation_objective(terms)
@@ -755,6 +772,11 @@ def distillation_plan(exp: Experiment, deployed: nn.Module, teachers: dict[str, 
             if (variant.init in ("warmup", "nkd") and epochs <= variant.init_epochs) or (
                     variant.student == "thin" and not thin_ok):
                 continue
-            add_flake(variant, first, epochs, name=f"{flake_name(name, first, k)}-e{epochs}", method="flake",
+            start, arm_cfg = train.budget_schedule(cfg, epochs)
+            if start and start < (variant.init_epochs if variant.init in ("warmup", "nkd") else 0):
+                start = 0  # a branch point inside the initialisation: a separate run instead
+            add_flake(variant, first, epochs, name=f"{flake_name(name, first, k)}-e{epochs}",
+                      arm_cfg=arm_cfg if start else None,
+                      branch=(flake_name(name, first, k), start) if start else None, method="flake",
                       variant=name, budget=True, terms=objective_label(variant.objective))
     return plans

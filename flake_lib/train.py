@@ -17,7 +17,7 @@ import os
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -40,7 +40,9 @@ class OptimConfig:
     weight_decay: float = 5e-4
     nesterov: bool = True
     #: "step" (milestones), "cosine", "onecycle" (linear warm-up, cosine decay), "constant" (after
-    #: the warm-up) or "linear" (warm-up, then linear decay to 0)
+    #: the warm-up), "linear" (warm-up, then linear decay to 0) or "wsd" (warm-up, stable, then a linear
+    #: decay over the last ``decay_epochs``: a run of ``e`` epochs is a branch of a longer one at
+    #: ``e − decay_epochs``, see :func:`budget_arm`)
     schedule: str = "step"
     milestones: tuple[float, ...] = (0.5, 0.75)  #: fractions of ``epochs`` for the step schedule
     gamma: float = 0.1
@@ -48,6 +50,7 @@ class OptimConfig:
     extra: dict = field(default_factory=dict)  #: free-form arguments stored in the checkpoint
     #: "sgd" (momentum, Nesterov) or "adam" (ParM: lr 1e-3, weight decay 1e-5, L2 added to the gradient)
     optimizer: str = "sgd"
+    decay_epochs: float = 1.0  #: length of the final linear decay of the "wsd" schedule
 
 
 def make_optimizer(model: nn.Module, cfg: OptimConfig, steps_per_epoch: int):
@@ -67,6 +70,9 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig, steps_per_epoch: int):
     def factor(step: int) -> float:
         if cfg.schedule == "step":
             return cfg.gamma ** sum(step >= m for m in milestones)
+        if cfg.schedule == "wsd":  # warm-up, 1, then (total − step) / decay_steps in the last decay_steps
+            decay = max(1, int(round(cfg.decay_epochs * steps_per_epoch)))
+            return min((step + 1) / warmup if step < warmup else 1.0, (total - step) / decay)
         if step < warmup:
             return (step + 1) / warmup
         progress = (step - warmup) / max(1, total - warmup)
@@ -76,10 +82,25 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig, steps_per_epoch: int):
             return 1.0
         if cfg.schedule == "linear":
             return max(0.0, 1.0 - progress)
-        raise ValueError(f"unknown schedule {cfg.schedule!r}; use step, cosine, onecycle, constant or linear")
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; use step, cosine, onecycle, constant, linear or wsd")
 
     factor(0)  # validate the schedule name early
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def budget_schedule(cfg: OptimConfig, epochs: int) -> tuple[int, OptimConfig]:
+    """How a complete schedule of ``epochs`` epochs trains beside a longer run with ``cfg``:
+    ``(start_epoch, cfg_of_the_arm)``.
+
+    With ``cfg.schedule == "wsd"`` and a whole number of decay epochs ``d``, a ``wsd`` run of ``e`` epochs
+    is the longer run up to epoch ``e − d`` (same warm-up, same stable rate) followed by its own linear
+    decay: it branches from the longer run at ``e − d`` (weights and moments copied) and trains ``d``
+    epochs with a ``linear`` schedule, so it costs ``d`` epochs instead of ``e``. Otherwise (or when
+    ``e − d`` would cut the warm-up) it is a separate run of ``e`` epochs from epoch 0."""
+    d = cfg.decay_epochs
+    if cfg.schedule == "wsd" and float(d).is_integer() and epochs - d >= max(1, math.ceil(cfg.warmup_epochs)):
+        return int(epochs - d), replace(cfg, epochs=int(d), schedule="linear", warmup_epochs=0.0)
+    return 0, replace(cfg, epochs=int(epochs))
 
 
 def _atomic_save(payload: dict, path: Path) -> None:

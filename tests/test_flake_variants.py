@@ -139,3 +139,35 @@ def test_every_kind_of_arm_trains_in_one_lockstep_run(tmp_path):
     paper = next(a for a in arms if a.name == "flake-k2-addition-inter+kd+task")
     for p, q in zip(paper.model.state_dict().values(), experiment.load_flake(exp, 4).state_dict().values()):
         torch.testing.assert_close(p, q)
+
+
+def test_plans_branch_the_budget_curve_from_wsd_runs(tmp_path):
+    """With a wsd schedule the budget curve's shorter schedules branch from the full runs (PM, the
+    paper's Flake, the budget variant, NKD); the whole plan trains in one pass."""
+    exp = experiment.Experiment("toy", "cifar10", "resnet14", tmp_path, 0.25, (1, 1, 1))
+    train_split = _toy_split(64)
+    torch.manual_seed(0)
+    deployed = exp.build_deployed(4).eval()
+    cfg = train.OptimConfig(epochs=3, lr=0.01, schedule="wsd", warmup_epochs=0.5, decay_epochs=1)
+    pm_plan = experiment.parity_plan(exp, deployed, 4, [(2, "addition", "augmented")], cfg, budget_epochs=[1, 2])
+    pm_arms = {p.name: p.build() for p in pm_plan}
+    assert (pm_arms["pm-k2-addition-e2"].start_epoch, pm_arms["pm-k2-addition-e2"].init_from) == (1, "pm-k2-addition")
+    assert pm_arms["pm-k2-addition-e1"].start_epoch == 0 and pm_arms["pm-k2-addition-e1"].cfg.epochs == 1
+    experiment.run_lockstep(exp, "pm", list(pm_arms.values()), deployed, train_split, batch_groups=8, progress=False)
+    teachers = {"addition": experiment.load_trained(exp, "pm-k2-addition", 4)}
+    variants = experiment.variants_from_params({"warmup": {"objective": "task1+dkd", "init": "warmup"}}, ["addition"])
+    plan = experiment.distillation_plan(exp, deployed, teachers, cfg=cfg, nkd_cfg=cfg, variants=variants,
+                                        budget_epochs=[1, 2], budget_variant="warmup")
+    arms = {p.name: p.build() for p in plan}
+    meta = {p.name: p.meta for p in plan}
+    assert meta["nkd-e2"]["budget"] and arms["nkd-e2"].init_from == "nkd" and arms["nkd-e2"].start_epoch == 1
+    paper_e2 = arms["flake-k2-addition-inter+kd+task-e2"]
+    assert (paper_e2.init_from, paper_e2.start_epoch, paper_e2.cfg.schedule) == (
+        "flake-k2-addition-inter+kd+task", 1, "linear")
+    assert arms["flake-k2-addition-warmup"].init_from == "warmup-k2-addition"
+    assert arms["flake-k2-addition-warmup-e2"].init_from == "flake-k2-addition-warmup"  # branch after the warm-up
+    assert "flake-k2-addition-warmup-e1" not in arms  # one epoch is all warm-up: no point
+    histories = experiment.run_lockstep(exp, "distill", list(arms.values()), deployed, train_split,
+                                        teachers=teachers, batch_groups=8, progress=False)
+    assert [h["run_epoch"] for h in histories["flake-k2-addition-inter+kd+task-e2"]] == [2]
+    assert len(histories["flake-k2-addition-inter+kd+task"]) == 3

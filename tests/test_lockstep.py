@@ -185,3 +185,42 @@ def test_cost_of_each_arm_is_recorded(tmp_path):
     assert first["flake"]["shared_seconds"] > first["pm"]["shared_seconds"] > 0
     total = sum(r["lockstep_seconds"] for r in first.values())
     assert total <= first["flake"]["lockstep_wall_seconds"] * 1.05 + 0.05
+
+
+def test_wsd_branch_equals_a_separate_shorter_run(tmp_path):
+    """A 2-epoch point of the budget curve branched from a 3-epoch wsd run (its moments copied, its own
+    one-epoch decay) ends with the parameters of a separate 2-epoch wsd run."""
+    shared = _producers()
+    cfg = train.OptimConfig(epochs=3, lr=0.05, schedule="wsd", warmup_epochs=0.5, decay_epochs=1)
+    start, branch_cfg = train.budget_schedule(cfg, 2)
+    assert start == 1 and branch_cfg.schedule == "linear" and branch_cfg.epochs == 1
+    assert train.budget_schedule(cfg, 1)[0] == 0  # a branch at epoch 0 would cut the warm-up: separate run
+
+    def linear_model():
+        torch.manual_seed(6)
+        return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+
+    main = train.Arm("main", linear_model(), parity.ParityArmLoss("addition"), cfg)
+    branch = train.Arm("main-e2", linear_model(), parity.ParityArmLoss("addition"), branch_cfg, start_epoch=start,
+                       init_from="main", copy_optimizer=True)
+    _run(tmp_path, "wsd.pt", [main, branch], shared[0])
+    alone = train.Arm("alone", linear_model(), parity.ParityArmLoss("addition"), train.OptimConfig(
+        epochs=2, lr=0.05, schedule="wsd", warmup_epochs=0.5, decay_epochs=1))
+    _run(tmp_path, "alone.pt", [alone], shared[0])
+    for p, q in zip(branch.model.parameters(), alone.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    assert any((p - q).abs().max() > 1e-5 for p, q in zip(main.model.parameters(), alone.model.parameters()))
+
+
+def test_wsd_schedule_shape():
+    model = nn.Linear(2, 2)
+    _, scheduler = train.make_optimizer(model, train.OptimConfig(epochs=4, lr=1.0, schedule="wsd",
+                                                                 warmup_epochs=1, decay_epochs=2), 10)
+    lrs = []
+    for _ in range(40):
+        lrs.append(scheduler.get_last_lr()[0])
+        scheduler.optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # warm-up
+    assert lrs[10:20] == pytest.approx([1.0] * 10)  # stable
+    assert lrs[20] == pytest.approx(1.0) and lrs[30] == pytest.approx(0.5) and lrs[39] == pytest.approx(0.05)
