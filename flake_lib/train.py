@@ -443,6 +443,20 @@ def fit_lockstep(arms: list[Arm], loader: TensorLoader, *, checkpoint: str | os.
     return histories
 
 
+def alone_seconds(arms: list[Arm], histories: dict[str, list[dict]], name: str) -> float:
+    """Training seconds of arm ``name`` as if trained alone: its epochs' ``train_seconds`` plus, for an
+    arm that starts from another (a branch, a model after its warm-up), that arm's epochs up to the
+    start, recursively (the rule the budget curve states)."""
+    by_name = {arm.name: arm for arm in arms}
+
+    def until(arm_name: str, epoch: int) -> float:
+        arm = by_name[arm_name]
+        own = sum(h["train_seconds"] for h in histories[arm_name] if h["run_epoch"] <= epoch)
+        return own + (until(arm.init_from, arm.start_epoch) if arm.init_from else 0.0)
+
+    return until(name, by_name[name].end_epoch)
+
+
 @torch.no_grad()
 def predict(model: nn.Module, loader: TensorLoader, device: str | torch.device = "cpu") -> torch.Tensor:
     """Concatenated outputs (logits) of ``model`` over ``loader``, in the loader's order, on CPU."""

@@ -224,3 +224,17 @@ def test_wsd_schedule_shape():
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # warm-up
     assert lrs[10:20] == pytest.approx([1.0] * 10)  # stable
     assert lrs[20] == pytest.approx(1.0) and lrs[30] == pytest.approx(0.5) and lrs[39] == pytest.approx(0.05)
+
+
+def test_alone_seconds_follow_the_lineage():
+    def arm(name, epochs, start=0, parent=None):
+        return train.Arm(name, nn.Linear(1, 1), None, train.OptimConfig(epochs=epochs), start_epoch=start,
+                         init_from=parent)
+
+    arms = [arm("warm", 1), arm("main", 2, 1, "warm"), arm("main-e2", 1, 2, "main")]
+    histories = {"warm": [{"run_epoch": 1, "train_seconds": 5.0}],
+                 "main": [{"run_epoch": 2, "train_seconds": 7.0}, {"run_epoch": 3, "train_seconds": 11.0}],
+                 "main-e2": [{"run_epoch": 3, "train_seconds": 13.0}]}
+    assert train.alone_seconds(arms, histories, "warm") == 5.0
+    assert train.alone_seconds(arms, histories, "main") == 5.0 + 7.0 + 11.0
+    assert train.alone_seconds(arms, histories, "main-e2") == 5.0 + 7.0 + 13.0  # not main's third epoch
