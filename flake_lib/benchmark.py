@@ -423,19 +423,24 @@ def tail_statistic(n_queries: int) -> str:
     return "p999_ms" if n_queries >= 10_000 else "p99_ms"
 
 
-def fault_windows(plan: FaultPlan, roles: dict[str, str]) -> dict[str, list[tuple[float, float]]]:
-    """Per worker, the windows in which an injected pause or kill held it (a kill: until the end)."""
+def fault_windows(plan: FaultPlan, roles: dict[str, str],
+                  restarts: Sequence[tuple[str, float]] = ()) -> dict[str, list[tuple[float, float]]]:
+    """Per worker, the windows in which an injected pause or kill held it: a kill until the worker's
+    first restart after it (``restarts``: ``(worker, s)``, as in the frontend's stats), else to the end."""
     windows: dict[str, list[tuple[float, float]]] = {}
     for role, start, end in plan.pauses:
         if role in roles:
             windows.setdefault(roles[role], []).append((start, end))
     for role, at in plan.kills:
         if role in roles:
-            windows.setdefault(roles[role], []).append((at, math.inf))
+            worker = roles[role]
+            back = min((t for w, t in restarts if w == worker and t >= at), default=math.inf)
+            windows.setdefault(worker, []).append((at, back))
     return windows
 
 
-def fault_carriers(records: pd.DataFrame, plan: FaultPlan, roles: dict[str, str]) -> pd.DataFrame:
+def fault_carriers(records: pd.DataFrame, plan: FaultPlan, roles: dict[str, str],
+                   restarts: Sequence[tuple[str, float]] = ()) -> pd.DataFrame:
     """Per query: ``own_delay`` (it was a straggler), ``queued`` (it was sent to an instance while a
     straggler sent before it was still being delayed there), ``instance_fault`` (its instance, or a
     redundant instance while it was unavailable, was paused or killed during its life); ``carried``:
@@ -453,7 +458,7 @@ def fault_carriers(records: pd.DataFrame, plan: FaultPlan, roles: dict[str, str]
         later = np.flatnonzero(instance == instance[s_])
         later = later[later > s_]
         queued[later[sent[later] < sent[s_] + delay[s_]]] = True
-    windows = fault_windows(plan, roles)
+    windows = fault_windows(plan, roles, restarts)
     redundant = [w for r, w in roles.items() if r.startswith("redundant")]
     unavailable = records["unavailable"].to_numpy(dtype=bool)
     hit = np.zeros(len(records), dtype=bool)
@@ -465,14 +470,14 @@ def fault_carriers(records: pd.DataFrame, plan: FaultPlan, roles: dict[str, str]
                          "carried": own | queued | hit})
 
 
-def tail_attribution(records: pd.DataFrame, plan: FaultPlan, roles: dict[str, str],
-                     top: float = 0.001) -> dict:
+def tail_attribution(records: pd.DataFrame, plan: FaultPlan, roles: dict[str, str], top: float = 0.001,
+                     restarts: Sequence[tuple[str, float]] = ()) -> dict:
     """Of the slowest ``top`` share of queries (failed ones first): how many carried an injected fault
     (:func:`fault_carriers`), as shares."""
     latency = records["latency_ms"].astype(float).fillna(np.inf).to_numpy()
     n_top = max(1, int(math.ceil(top * len(records))))
     slowest = np.argsort(-latency, kind="stable")[:n_top]
-    carriers = fault_carriers(records, plan, roles).iloc[slowest]
+    carriers = fault_carriers(records, plan, roles, restarts).iloc[slowest]
     return {"n_top": n_top, **{f"share_{c}": float(carriers[c].mean()) for c in carriers.columns}}
 
 
@@ -761,7 +766,7 @@ class Bench:
                 "parity_util": float(np.mean([util.get(w, np.nan) for w in dep.parity])) if dep.parity else np.nan,
                 "backup_util": float(np.mean([util.get(w, np.nan) for w in dep.backup])) if dep.backup else np.nan,
                 "wall_s": elapsed, "settle_s": settle_s, "deaths": len(run_stats.get("deaths", [])),
-                "restarts": len(run_stats.get("restarts", [])),
+                "restarts": len(run_stats.get("restarts", [])), "restart_times": list(run_stats.get("restarts", [])),
                 **{key: v for key, v in run_stats.items() if key.startswith(("recovery_", "deadline_missed"))}}
         info["redundant_util"] = (float(np.mean([util.get(w, np.nan) for w in redundant])) if redundant
                                   else np.nan)
