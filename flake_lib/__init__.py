@@ -14,6 +14,8 @@ One module per concept:
 - ``metrics``  accuracy vocabulary: ``A_a``, ``A_d``, reconstruction agreement, ``A_o``
 - ``runtime``  OpenVINO export and compilation of served models
 - ``serving``  the multi-process edge serving system, load generator, faults, latency statistics
+- ``benchmark`` notebook 04's experiment: roles, native / emulated devices, fault timelines, interleaved
+               repeats, load and timing-bound sweeps, capacity at a tail objective, Fig. 6 bursts
 - ``paper``    the paper's reported numbers and setup, each with where it comes from
 - ``claims``   the paper's claims as code: one function per claim, metrics files → verdict and rule
 - ``report``   ``REPORT.md`` and the README's results block, built from the claims (Tables I, II)
