@@ -807,10 +807,12 @@ def hedge_delay_ms(bench: Bench, schedule: Schedule, bound_ms: float,
 def run_load_sweep(bench: Bench, methods: Sequence[str], levels: Sequence[float],
                    schedule_at: Callable[[float], Schedule], *, bound_ms: float, tail_bound_ms: float,
                    statistic: str, tolerance: float = 0.10, max_refinements: int = 3,
+                   refine: Sequence[str] | None = None,
                    progress: Callable[[str], None] | None = None) -> tuple[list[dict], dict]:
     """Every method at every level (the same schedule per level, the method order rotated from level
-    to level), then each method's capacity refined near its knee (:func:`find_capacity`). Returns the
-    sweep rows and ``{method: capacity record}``."""
+    to level), then the capacity of each method of ``refine`` (default: all) refined near its knee
+    (:func:`find_capacity`); the others keep the bracket the levels give. Returns the sweep rows and
+    ``{method: capacity record}``."""
     rows: list[dict] = []
     measured: dict[tuple[str, float], float] = {}
     schedules: dict[float, Schedule] = {}
@@ -835,7 +837,8 @@ def run_load_sweep(bench: Bench, methods: Sequence[str], levels: Sequence[float]
         for method in rotated_orders(methods, j + 1)[j]:
             measure(method, float(qps))
     capacities = {m: find_capacity(lambda q, m=m: measure(m, q), levels, tail_bound_ms, tolerance=tolerance,
-                                   max_refinements=max_refinements) for m in methods}
+                                   max_refinements=max_refinements if refine is None or m in refine else 0)
+                  for m in methods}
     return rows, capacities
 
 

@@ -315,3 +315,33 @@ def test_emulated_mode_pads_each_worker_to_its_device_time(model_paths, pool):
     latency = frame["latency_ms"].astype(float)
     assert (latency >= 20.0).all() and info["median_ms"] < 60.0
     assert info["deployed_util"] == pytest.approx(10 * 0.020 / 2, rel=0.5)  # 10 qps, 20 ms, two instances
+
+
+def test_load_sweep_shares_schedules_rotates_and_refines_only_the_named_methods():
+    class FakeBench:
+        mode = "native"
+
+        def __init__(self):
+            self.calls = []
+
+        def run(self, method, schedule, bound_ms):
+            self.calls.append((method, schedule.qps, id(schedule)))
+            knee = {"pm": 700.0, "flake": 900.0, "none": 500.0}[method]
+            stat = 10.0 if schedule.qps < knee else 100.0
+            return None, {"method": method, "qps": schedule.qps, "p99_ms": stat, "cpu_percent": 0.0, "wall_s": 0.0}
+
+    def schedule_at(qps):
+        return bm.Schedule(qps, np.zeros(2), np.zeros(2, dtype=int), bm.FaultPlan.none(2), seed=0)
+
+    fake = FakeBench()
+    rows, caps = bm.run_load_sweep(fake, ["none", "pm", "flake"], [200.0, 600.0, 1000.0], schedule_at, bound_ms=10.0,
+                                   tail_bound_ms=50.0, statistic="p99_ms", refine=["pm", "flake"])
+    grid = fake.calls[:9]
+    assert [c[1] for c in grid] == [200.0] * 3 + [600.0] * 3 + [1000.0] * 3
+    assert [c[0] for c in grid[:3]] != [c[0] for c in grid[3:6]]  # the order rotates from level to level
+    assert len({c[2] for c in grid if c[1] == 600.0}) == 1  # one schedule per level for every method
+    assert caps["none"]["bracket_qps"] == [200.0, 600.0]  # not refined: the levels' bracket
+    for method, knee in (("pm", 700.0), ("flake", 900.0)):
+        low, high = caps[method]["bracket_qps"]
+        assert caps[method]["bracketed"] and low < knee <= high and high / low <= 1.10
+    assert {c[0] for c in fake.calls[9:]} == {"pm", "flake"} and sum(r["refined"] for r in rows) == len(fake.calls) - 9
