@@ -16,10 +16,13 @@ this module builds the experiment on top of it, so that notebook 04 holds parame
   that ``F`` takes a stated time; an assumption, labelled as such).
 - **Placement** (:func:`placement`): the frontend (the notebook's process) gets the first
   ``frontend_cores`` CPUs and the workers share the rest; on two cores, one core each.
-- **Faults** (:class:`FaultConfig`, :func:`fault_plan`): stragglers at a rate per second, each delayed
-  ``(s − 1) × reference`` with ``s`` a slowdown ratio of the trace (notebook 01) and the reference chosen
-  so that a stated share of the stragglers exceeds the timing bound (:func:`straggler_reference_ms`),
-  capped; SIGSTOP windows of any instance at a rate per second; SIGKILLs of any instance per run.
+- **Faults** (:class:`FaultConfig`, :func:`fault_timeline`, :func:`fault_plan`): a seeded timeline of
+  stragglers at a rate per second, each delayed ``(s − 1) × reference`` with ``s`` a slowdown ratio of the
+  trace (notebook 01) and the reference chosen so that a stated share of the stragglers exceeds the
+  timing bound (:func:`straggler_reference_ms`), capped; SIGSTOP windows of any instance at a rate per
+  second; SIGKILLs of any instance per run. A straggler delays the first query sent at or after its
+  time, so the levels of a load sweep (:func:`level_schedule`: the same duration, one timeline) replay
+  the same faults and differ only in load.
 - **Runs** (:class:`Bench`): one transport per mode holds every worker the runs need (started once;
   a killed worker is restarted by the frontend or, between runs, here), each run is preceded by a
   barrier that waits until every worker is idle, and returns its records and a one-row summary
