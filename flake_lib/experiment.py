@@ -400,7 +400,8 @@ class FlakeVariant:
     ``student``: ``skip`` (the paper's Fig. 4: the teacher's stem and widths, ``exp.student_keep``
     blocks per stage) or ``thin`` (this artifact's: the teacher's depth, channels scaled to at most
     half its FLOPs, :func:`flake_lib.models.thin_student`). ``init``: ``teacher`` (the kept blocks of
-    the PM teacher), ``scratch``, ``nkd`` (the NKD student after ``init_epochs`` epochs) or ``warmup``
+    the PM teacher; for a thin student its most important channels, :func:`flake_lib.models.slice_thin`),
+    ``scratch``, ``nkd`` (the NKD student after ``init_epochs`` epochs) or ``warmup``
     (``init_epochs`` epochs in which each kept stage regresses the teacher's stage output from the
     teacher's stage input). ``init_epochs`` count in the variant's budget. ``beta`` weighs ``L_Inter``.
     """
@@ -424,9 +425,9 @@ class FlakeVariant:
             raise ValueError(f"variant {name!r}: student must be skip or thin, got {variant.student!r}")
         if variant.init not in ("teacher", "scratch", "nkd", "warmup"):
             raise ValueError(f"variant {name!r}: init must be teacher, scratch, nkd or warmup")
-        if variant.student == "thin" and variant.init != "scratch":
-            raise ValueError(f"variant {name!r}: a thin student cannot copy the teacher's blocks; "
-                             "use init: scratch")
+        if variant.student == "thin" and variant.init not in ("scratch", "teacher"):
+            raise ValueError(f"variant {name!r}: a thin student starts from scratch or from the teacher's "
+                             "channels (init: teacher, CIFAR ResNets)")
         if variant.student == "thin" and distill.objective(variant.objective).inter > 0:
             raise ValueError(f"variant {name!r}: L_Inter needs stage outputs of the teacher's shape; "
                              "a thin student has other widths")
@@ -519,8 +520,14 @@ def build_flake_student(exp: Experiment, num_classes: int, student: str = "skip"
     if student == "thin":
         if width is not None:
             return models._scaled_model(exp.deployed_arch, num_classes, width, True)
-        return models.thin_student(exp.deployed_arch, num_classes, width=exp.width,
+        thin = models.thin_student(exp.deployed_arch, num_classes, width=exp.width,
                                    input_shape=(1, *IMAGE_SHAPES[exp.dataset]))[0]
+        if copy_weights:  # the teacher's most important channels (a pruned copy of the teacher)
+            if not isinstance(teacher, models.CifarResNet):
+                raise ValueError(f"a thin student of {exp.deployed_arch} cannot start from its teacher's "
+                                 "channels: use init: scratch")
+            models.slice_thin(teacher, thin)
+        return thin
     raise ValueError(f"unknown student {student!r}; use skip or thin")
 
 
@@ -700,7 +707,8 @@ def distillation_plan(exp: Experiment, deployed: nn.Module, teachers: dict[str, 
     """Every arm of notebook 03's pass: NKD (and its budget points); the paper's Flake for every code
     of ``flake_encoders`` and its ablation (``ablation``: loss-term sets, the last the paper's Flake)
     for ``ablation_encoders``; this artifact's ``variants`` (``{name: (FlakeVariant, codes)}``; thin
-    students only where :func:`flake_lib.models.supports_thin`); the warm-up arms those variants start
+    students only where :func:`flake_lib.models.supports_thin` says they can be built with their
+    initialisation); the warm-up arms those variants start
     from; and the budget curve's shorter complete schedules of the paper's Flake and of
     ``budget_variant`` for the first code. ``cfg`` and ``nkd_cfg`` give the full schedules."""
     evaluate, variants = evaluate or {}, dict(variants or {})
@@ -756,11 +764,13 @@ def distillation_plan(exp: Experiment, deployed: nn.Module, teachers: dict[str, 
             if full or encoder in ablation_encoders:
                 add_flake(paper_variants[ablation_objective(terms)], encoder, cfg.epochs,
                           method="flake" if full else "flake-ablation", variant="paper", terms=terms_label(terms))
-    thin_ok = models.supports_thin(exp.deployed_arch)
+    def thin_ok(variant):
+        return models.supports_thin(exp.deployed_arch, from_teacher=variant.init == "teacher")
+
     for name, (variant, codes) in variants.items():
         if name in PAPER_ABLATION:
             raise ValueError(f"variant {name!r} names the paper's objective or an ablation arm")
-        if variant.student == "thin" and not thin_ok:
+        if variant.student == "thin" and not thin_ok(variant):
             continue
         for encoder in codes:
             add_flake(variant, encoder, cfg.epochs, method="flake", variant=name,
@@ -770,7 +780,7 @@ def distillation_plan(exp: Experiment, deployed: nn.Module, teachers: dict[str, 
     for epochs in sorted({int(b) for b in budget_epochs if int(b) < cfg.epochs}):
         for name, variant in curve:
             if (variant.init in ("warmup", "nkd") and epochs <= variant.init_epochs) or (
-                    variant.student == "thin" and not thin_ok):
+                    variant.student == "thin" and not thin_ok(variant)):
                 continue
             start, arm_cfg = train.budget_schedule(cfg, epochs)
             if start and start < (variant.init_epochs if variant.init in ("warmup", "nkd") else 0):

@@ -233,11 +233,88 @@ def _thin_width(arch: str, num_classes: int, width: float, max_flops_ratio: floa
     return width * low / 64
 
 
-def supports_thin(arch: str) -> bool:
-    """Whether :func:`thin_student` is defined for ``arch`` (CIFAR ResNets, MobileNetV3)."""
+def _stage_widths(model: CifarResNet) -> list[int]:
+    return [getattr(model, f"layer{i}")[0].conv2.out_channels for i in (1, 2, 3)]
+
+
+def thin_selection(teacher: CifarResNet, widths: Sequence[int]) -> dict:
+    """Which teacher channels a thin CIFAR ResNet of stage ``widths`` keeps (see :func:`slice_thin`):
+    ``{"stream": [P1, P2, P3], "inner": {(stage, block): Q}}``, each a list of teacher channel indices in
+    the student's channel order.
+
+    A stage's residual stream keeps its most important channels (the sum of ``|γ|`` of the stage's
+    last batch norms, and of the stem's for stage 1). The option-A shortcut pads a stage's input with
+    zero channels in front and behind, so stream ``P_{i-1}`` reappears shifted in stage ``i``: the thin
+    student's stage ``i`` is ``[front pad choice, P_{i-1} + front_T, back pad choice]``, the pads chosen
+    among the teacher's own pad channels. Each block's inner channels keep the largest ``|γ|`` of its
+    first batch norm."""
+    teacher_widths = _stage_widths(teacher)
+    layers = [getattr(teacher, f"layer{i}") for i in (1, 2, 3)]
+
+    def importance(stage: int) -> torch.Tensor:
+        value = sum(block.bn2.weight.detach().abs() for block in layers[stage])
+        return value + (teacher.bn1.weight.detach().abs() if stage == 0 else 0)
+
+    def top(candidates: list[int], score: torch.Tensor, n: int) -> list[int]:
+        if n > len(candidates):
+            raise ValueError(f"a thin stage needs {n} of {len(candidates)} channels: widths {list(widths)} do "
+                             f"not fit the teacher's {teacher_widths}")
+        ranked = sorted(candidates, key=lambda c: -float(score[c]))
+        return sorted(ranked[:n])
+
+    stream = [top(list(range(teacher_widths[0])), importance(0), widths[0])]
+    for i in (1, 2):
+        front_t = (teacher_widths[i] - teacher_widths[i - 1]) // 2
+        front_s = (widths[i] - widths[i - 1]) // 2
+        back_s = widths[i] - widths[i - 1] - front_s
+        score = importance(i)
+        front = top(list(range(front_t)), score, front_s)
+        back = top(list(range(front_t + teacher_widths[i - 1], teacher_widths[i])), score, back_s)
+        stream.append(front + [c + front_t for c in stream[i - 1]] + back)
+    inner = {(i, b): top(list(range(block.bn1.num_features)), block.bn1.weight.detach().abs(), widths[i])
+             for i, layer in enumerate(layers) for b, block in enumerate(layer)}
+    return {"stream": stream, "inner": inner}
+
+
+@torch.no_grad()
+def slice_thin(teacher: CifarResNet, student: CifarResNet) -> CifarResNet:
+    """Initialise a thin CIFAR ResNet of the teacher's depth with the teacher's weights on the channels
+    :func:`thin_selection` keeps (convolutions, batch norms with their running statistics, the
+    classifier): a pruned copy of the teacher, the thin student's counterpart of "the teacher's kept
+    blocks". Returns ``student``."""
+    depth = [len(getattr(m, f"layer{i}")) for m in (teacher, student) for i in (1, 2, 3)]
+    if depth[:3] != depth[3:]:
+        raise ValueError("a thin student has the teacher's depth")
+    chosen = thin_selection(teacher, _stage_widths(student))
+    stream = [torch.tensor(c) for c in chosen["stream"]]
+
+    def copy_bn(target: nn.BatchNorm2d, source: nn.BatchNorm2d, index: torch.Tensor) -> None:
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(target, name).copy_(getattr(source, name)[index])
+        target.num_batches_tracked.copy_(source.num_batches_tracked)
+
+    student.conv1.weight.copy_(teacher.conv1.weight[stream[0]])
+    copy_bn(student.bn1, teacher.bn1, stream[0])
+    for i in range(3):
+        pairs = zip(getattr(teacher, f"layer{i + 1}"), getattr(student, f"layer{i + 1}"))
+        for b, (t_block, s_block) in enumerate(pairs):
+            inputs = stream[i - 1] if (b == 0 and i > 0) else stream[i]
+            inner = torch.tensor(chosen["inner"][(i, b)])
+            s_block.conv1.weight.copy_(t_block.conv1.weight[inner][:, inputs])
+            copy_bn(s_block.bn1, t_block.bn1, inner)
+            s_block.conv2.weight.copy_(t_block.conv2.weight[stream[i]][:, inner])
+            copy_bn(s_block.bn2, t_block.bn2, stream[i])
+    student.fc.weight.copy_(teacher.fc.weight[:, stream[2]])
+    student.fc.bias.copy_(teacher.fc.bias)
+    return student
+
+
+def supports_thin(arch: str, from_teacher: bool = False) -> bool:
+    """Whether :func:`thin_student` is defined for ``arch`` (CIFAR ResNets, MobileNetV3) and, with
+    ``from_teacher``, whether it can start from its teacher's channels (:func:`slice_thin`: CIFAR ResNets)."""
     match = re.fullmatch(r"resnet(\d+)", arch)
     cifar = bool(match) and (int(match.group(1)) - 2) % 6 == 0 and arch not in ("resnet50", "resnet152")
-    return cifar or arch in ("mobilenet_v3_large", "mobilenet_v3_small")
+    return cifar or (not from_teacher and arch in ("mobilenet_v3_large", "mobilenet_v3_small"))
 
 
 def _scaled_model(arch: str, num_classes: int, w: float, small_input: bool) -> nn.Module:

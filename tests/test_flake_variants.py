@@ -42,6 +42,45 @@ def test_thin_student_keeps_depth_and_halves_flops():
         models.thin_student("resnet50-cifar", 10)
 
 
+def test_thin_slice_is_the_teacher_without_its_other_channels():
+    """The sliced thin student computes what the teacher computes once every channel the selection
+    drops is silenced (its batch norm's weight and bias set to 0); with the teacher's widths it is the
+    teacher."""
+    import copy
+
+    torch.manual_seed(0)
+    teacher = models.build_model("resnet14", width=0.5).eval()
+    for module in teacher.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):  # trained-looking statistics, distinct importances
+            module.weight.data.uniform_(0.2, 1.5)
+            module.bias.data.normal_(0, 0.1)
+            module.running_mean.normal_(0, 0.1)
+            module.running_var.uniform_(0.5, 2.0)
+    thin, _ = models.thin_student("resnet14", 10, width=0.5)
+    models.slice_thin(teacher, thin).eval()
+    chosen = models.thin_selection(teacher, models._stage_widths(thin))
+    silenced = copy.deepcopy(teacher)
+
+    def silence(bn, keep):
+        drop = [c for c in range(bn.num_features) if c not in set(keep)]
+        bn.weight.data[drop] = 0
+        bn.bias.data[drop] = 0
+
+    silence(silenced.bn1, chosen["stream"][0])
+    for i in range(3):
+        for b, block in enumerate(getattr(silenced, f"layer{i + 1}")):
+            silence(block.bn1, chosen["inner"][(i, b)])
+            silence(block.bn2, chosen["stream"][i])
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(thin(x), silenced(x), rtol=1e-4, atol=1e-5)
+        assert (thin(x) - teacher(x)).abs().max() > 1e-3  # the dropped channels did matter
+        same = models.slice_thin(teacher, models.build_model("resnet14", width=0.5).eval())
+        torch.testing.assert_close(same(x), teacher(x))
+    with pytest.raises(ValueError, match="do not fit"):
+        models.thin_selection(teacher, [8, 30, 40])
+
+
 def test_stages_compose_to_the_forward_pass():
     torch.manual_seed(0)
     model = models.build_model("resnet8", width=0.5).eval()
@@ -85,7 +124,8 @@ def test_variant_specs_are_checked():
     v = experiment.FlakeVariant.from_spec("thin", {"objective": "task1+dkd", "student": "thin", "init": "scratch"})
     assert v.student == "thin"
     for spec, message in [({"objective": "nope"}, "unknown objective"), ({"student": "wide"}, "skip or thin"),
-                          ({"init": "magic"}, "init must be"), ({"student": "thin"}, "cannot copy"),
+                          ({"init": "magic"}, "init must be"),
+                          ({"student": "thin", "init": "nkd"}, "thin student starts"),
                           ({"student": "thin", "init": "scratch"}, "L_Inter"), ({"lr": 1}, "unknown keys")]:
         with pytest.raises(ValueError, match=message):
             experiment.FlakeVariant.from_spec("x", spec)
