@@ -65,7 +65,7 @@ def test_methods_end_to_end_on_one_transport(bench, pool):
         assert info["gmm_ms"] >= info["gpm_ms"] >= 0
         recovered = info["n_reconstructed"] if method == "pm" else info["n_student"]
         assert recovered > 0  # the straggler and the kill made queries the redundancy answered
-    assert all(bench.transport.is_alive(w) for w in bench.workers) or bench.settle() >= 0
+    bench.settle()  # what every run begins with: the killed worker back, every worker idle
     assert all(bench.transport.is_alive(w) for w in bench.workers)
 
 
