@@ -63,7 +63,7 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig, steps_per_epoch: int):
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use sgd or adam")
-    total = max(1, cfg.epochs * steps_per_epoch)
+    total = max(1, round(cfg.epochs * steps_per_epoch))
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
     milestones = [int(m * total) for m in cfg.milestones]
 
@@ -92,15 +92,15 @@ def budget_schedule(cfg: OptimConfig, epochs: int) -> tuple[int, OptimConfig]:
     """How a complete schedule of ``epochs`` epochs trains beside a longer run with ``cfg``:
     ``(start_epoch, cfg_of_the_arm)``.
 
-    With ``cfg.schedule == "wsd"`` and a whole number of decay epochs ``d``, a ``wsd`` run of ``e`` epochs
-    is the longer run up to epoch ``e − d`` (same warm-up, same stable rate) followed by its own linear
-    decay: it branches from the longer run at ``e − d`` (weights and moments copied) and trains ``d``
-    epochs with a ``linear`` schedule, so it costs ``d`` epochs instead of ``e``. Otherwise (or when
-    ``e − d`` would cut the warm-up) it is a separate run of ``e`` epochs from epoch 0."""
+    With ``cfg.schedule == "wsd"`` (decay over the last ``d`` epochs, ``d`` may be a fraction), a
+    ``wsd`` run of ``e`` epochs is the longer run up to epoch ``e − d`` (same warm-up, same stable rate)
+    followed by its own linear decay: it branches from the longer run at ``e − d`` (weights and moments
+    copied) and trains ``d`` epochs with a ``linear`` schedule, so it costs ``d`` epochs instead of
+    ``e``. Otherwise (or when ``e − d`` would cut the warm-up) it is a separate run of ``e`` epochs."""
     d = cfg.decay_epochs
-    if cfg.schedule == "wsd" and float(d).is_integer() and epochs - d >= max(1, math.ceil(cfg.warmup_epochs)):
-        return int(epochs - d), replace(cfg, epochs=int(d), schedule="linear", warmup_epochs=0.0)
-    return 0, replace(cfg, epochs=int(epochs))
+    if cfg.schedule == "wsd" and 0 < d < epochs and epochs - d >= cfg.warmup_epochs:
+        return epochs - d, replace(cfg, epochs=d, schedule="linear", warmup_epochs=0.0)
+    return 0, replace(cfg, epochs=epochs)
 
 
 def _atomic_save(payload: dict, path: Path) -> None:
@@ -238,7 +238,9 @@ class Arm:
 
     ``loss(model, shared) -> loss`` computes the arm's objective on a :class:`SharedBatch`
     (``shared.batch`` is the loader's tuple). The arm trains for ``cfg.epochs`` epochs from epoch
-    ``start_epoch`` with its own optimiser and schedule. ``init_from`` names an arm whose weights
+    ``start_epoch`` with its own optimiser and schedule; both may be fractions of an epoch (a branch
+    that decays over the last half epoch of a run: it starts and ends inside an epoch, counted in steps
+    from its end, :func:`arm_steps`). ``init_from`` names an arm whose weights
     (and, with ``copy_optimizer``, optimiser state) this arm takes when it starts: a branch of a
     stable phase, or a model that follows a warm-up. ``evaluate(model) -> dict`` is logged after each
     of its epochs; with ``select`` (a key of that dict, larger is better) the arm keeps the weights of
@@ -251,20 +253,34 @@ class Arm:
     cfg: OptimConfig
     evaluate: Callable[[nn.Module], dict] | None = None
     select: str | None = None
-    start_epoch: int = 0
+    start_epoch: float = 0
     init_from: str | None = None
     copy_optimizer: bool = False
     args: dict = field(default_factory=dict)
 
     @property
-    def end_epoch(self) -> int:
+    def end_epoch(self) -> float:
         return self.start_epoch + self.cfg.epochs
+
+
+def arm_steps(arm: Arm, steps_per_epoch: int) -> tuple[int, int]:
+    """The global steps ``[start, end)`` an arm trains: ``end = round(end_epoch·S)``, ``start = end −
+    round(epochs·S)`` (so a branch that decays over the last ``d`` epochs starts exactly where a
+    separate run's decay starts)."""
+    end = round(arm.end_epoch * steps_per_epoch)
+    return end - max(1, round(arm.cfg.epochs * steps_per_epoch)), end
 
 
 def _arm_seed(seed: int, name: str, epoch: int, step: int) -> int:
     """Seed of the global RNG for one step of one arm: depends on the arm's name, never on the other
     arms, so an arm draws the same random numbers (dropout) in lockstep as alone."""
     return (((seed * 1_000_003 + zlib.crc32(name.encode())) * 100_003 + epoch) * 100_003 + step) % (2 ** 63)
+
+
+def _epochs(steps: int, steps_per_epoch: int) -> float | int:
+    """Steps as epochs: an int when whole, else a float rounded to 1e-4."""
+    value = steps / steps_per_epoch
+    return int(value) if float(value).is_integer() else round(value, 4)
 
 
 def _json_args(value) -> dict:
@@ -299,10 +315,11 @@ def fit_lockstep(arms: list[Arm], loader: TensorLoader, *, checkpoint: str | os.
     if len(set(names)) != len(names):
         raise ValueError(f"arm names must be unique, got {names}")
     by_name = {arm.name: arm for arm in arms}
+    S = len(loader)
+    span = {arm.name: arm_steps(arm, S) for arm in arms}
     for arm in arms:
         if arm.init_from is not None and (arm.init_from not in by_name or
-                                          by_name[arm.init_from].start_epoch > arm.start_epoch or
-                                          by_name[arm.init_from].end_epoch < arm.start_epoch):
+                                          not span[arm.init_from][0] <= span[arm.name][0] <= span[arm.init_from][1]):
             raise ValueError(f"arm {arm.name}: init_from {arm.init_from!r} must be an arm that has "
                              f"trained until epoch {arm.start_epoch}")
     device = torch.device(device)
@@ -331,21 +348,22 @@ def fit_lockstep(arms: list[Arm], loader: TensorLoader, *, checkpoint: str | os.
                 opt[arm.name][0].load_state_dict(arm_state["optimizer"])
                 opt[arm.name][1].load_state_dict(arm_state["scheduler"])
             state[arm.name] = {k: arm_state[k] for k in ("history", "best", "started")}
-    last = max(arm.end_epoch for arm in arms)
+    last = -(-max(end for _, end in span.values()) // S)
     if max_epochs is not None:
         last = min(last, max_epochs)
+
+    def begin(arm: Arm) -> None:
+        if arm.init_from is not None:
+            parent = by_name[arm.init_from]
+            arm.model.load_state_dict(parent.model.state_dict())
+            if arm.copy_optimizer:  # the parent's moments, the arm's own hyper-parameters
+                own = opt[arm.name][0].state_dict()
+                own["state"] = copy.deepcopy(opt[parent.name][0].state_dict()["state"])
+                opt[arm.name][0].load_state_dict(own)
+        state[arm.name]["started"] = True
+
     for epoch in range(start, last):
-        active = [a for a in arms if a.start_epoch <= epoch < a.end_epoch]
-        for arm in active:
-            if not state[arm.name]["started"]:
-                if arm.init_from is not None:
-                    parent = by_name[arm.init_from]
-                    arm.model.load_state_dict(parent.model.state_dict())
-                    if arm.copy_optimizer:  # the parent's moments, the arm's own hyper-parameters
-                        own = opt[arm.name][0].state_dict()
-                        own["state"] = copy.deepcopy(opt[parent.name][0].state_dict()["state"])
-                        opt[arm.name][0].load_state_dict(own)
-                state[arm.name]["started"] = True
+        active = [a for a in arms if span[a.name][0] < (epoch + 1) * S and span[a.name][1] > epoch * S]
         loader.set_epoch(epoch)
         generator = torch.Generator().manual_seed(loader.seed * 1_000_003 + epoch)
         for arm in active:
@@ -365,8 +383,12 @@ def fit_lockstep(arms: list[Arm], loader: TensorLoader, *, checkpoint: str | os.
             batch = tuple(t.to(device) for t in batch)
             data_seconds = time.perf_counter() - fetch
             shared = SharedBatch(batch, generator, producers)
-            readers = {}
-            for arm in active:
+            readers, now = {}, epoch * S + step
+            stepping = [a for a in active if span[a.name][0] <= now < span[a.name][1]]
+            for arm in stepping:
+                if not state[arm.name]["started"]:
+                    begin(arm)
+            for arm in stepping:
                 torch.manual_seed(_arm_seed(loader.seed, arm.name, epoch, step))
                 shared.used = set()
                 before, t0 = shared.total_seconds, time.perf_counter()
@@ -382,14 +404,14 @@ def fit_lockstep(arms: list[Arm], loader: TensorLoader, *, checkpoint: str | os.
                 n = len(batch[0])
                 totals[arm.name][0] += loss.item() * n
                 totals[arm.name][1] += n
-            for arm in active:
+            for arm in stepping:
                 s = seconds[arm.name]
                 s["data"] += data_seconds
                 s["shared"] += sum(shared.seconds[k] for k in readers[arm.name])
-                s["lockstep"] += data_seconds / len(active) + sum(
+                s["lockstep"] += data_seconds / len(stepping) + sum(
                     shared.seconds[k] / sum(k in r for r in readers.values()) for k in readers[arm.name])
             step += 1
-            bar.set_postfix(loss=" ".join(f"{totals[a.name][0] / totals[a.name][1]:.3g}" for a in active),
+            bar.set_postfix(loss=" ".join(f"{totals[a.name][0] / max(totals[a.name][1], 1):.3g}" for a in active),
                             refresh=False)
         wall = time.perf_counter() - began
         if progress:
@@ -398,7 +420,10 @@ def fit_lockstep(arms: list[Arm], loader: TensorLoader, *, checkpoint: str | os.
             s = seconds[arm.name]
             s["lockstep"] += s["own"]
             total, count = totals[arm.name]
-            record = {"epoch": epoch + 1 - arm.start_epoch, "run_epoch": epoch + 1,
+            first, end = span[arm.name]
+            done = min(end, (epoch + 1) * S)
+            record = {"epoch": _epochs(done - first, S), "run_epoch": _epochs(done, S),
+                      "run_start": _epochs(max(first, epoch * S), S),
                       "train_loss": total / max(count, 1), "lr": opt[arm.name][0].param_groups[0]["lr"],
                       "train_seconds": s["own"] + s["data"] + s["shared"], "own_seconds": s["own"],
                       "data_seconds": s["data"], "shared_seconds": s["shared"],
@@ -428,7 +453,7 @@ def fit_lockstep(arms: list[Arm], loader: TensorLoader, *, checkpoint: str | os.
     histories = {}
     for arm in arms:
         best = state[arm.name]["best"]
-        finished = start >= arm.end_epoch or last >= arm.end_epoch
+        finished = max(start, last) * S >= span[arm.name][1]
         if best is not None and finished:
             arm.model.load_state_dict(best["model"])
         arm.model.eval()
@@ -449,9 +474,12 @@ def alone_seconds(arms: list[Arm], histories: dict[str, list[dict]], name: str) 
     start, recursively (the rule the budget curve states)."""
     by_name = {arm.name: arm for arm in arms}
 
-    def until(arm_name: str, epoch: int) -> float:
-        arm = by_name[arm_name]
-        own = sum(h["train_seconds"] for h in histories[arm_name] if h["run_epoch"] <= epoch)
+    def until(arm_name: str, epoch: float) -> float:
+        arm, own = by_name[arm_name], 0.0
+        for h in histories[arm_name]:  # a record covers run epochs [run_start, run_epoch]
+            low = h.get("run_start", h["run_epoch"] - 1)
+            if epoch > low:
+                own += h["train_seconds"] * min(1.0, (epoch - low) / max(h["run_epoch"] - low, 1e-12))
         return own + (until(arm.init_from, arm.start_epoch) if arm.init_from else 0.0)
 
     return until(name, by_name[name].end_epoch)

@@ -212,6 +212,43 @@ def test_wsd_branch_equals_a_separate_shorter_run(tmp_path):
     assert any((p - q).abs().max() > 1e-5 for p, q in zip(main.model.parameters(), alone.model.parameters()))
 
 
+def test_half_epoch_branch_equals_a_separate_one_epoch_run(tmp_path):
+    """Branches may start inside an epoch: the 1-epoch point of a wsd run decaying over its last half
+    epoch branches at epoch 0.5 and equals a separate 1-epoch run; the main run is unaffected."""
+    shared = _producers()
+    cfg = train.OptimConfig(epochs=2, lr=0.05, schedule="wsd", warmup_epochs=0.25, decay_epochs=0.5)
+    start, branch_cfg = train.budget_schedule(cfg, 1)
+    assert start == 0.5 and branch_cfg.epochs == 0.5
+
+    def linear_model():
+        torch.manual_seed(7)
+        return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+
+    main = train.Arm("main", linear_model(), parity.ParityArmLoss("addition"), cfg)
+    branch = train.Arm("main-e1", linear_model(), parity.ParityArmLoss("addition"), branch_cfg, start_epoch=start,
+                       init_from="main", copy_optimizer=True)
+    histories = _run(tmp_path, "half.pt", [main, branch], shared[0])
+    (record,) = histories["main-e1"]  # 3 steps an epoch: the last round(0.5 * 3) = 2 steps of epoch 1
+    assert (record["run_start"], record["run_epoch"], record["epoch"]) == (round(1 / 3, 4), 1, round(2 / 3, 4))
+    alone = train.Arm("alone", linear_model(), parity.ParityArmLoss("addition"), replace_epochs(cfg, 1))
+    _run(tmp_path, "alone1.pt", [alone], shared[0])
+    for p, q in zip(branch.model.parameters(), alone.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    solo = train.Arm("main", linear_model(), parity.ParityArmLoss("addition"), cfg)
+    _run(tmp_path, "solo.pt", [solo], shared[0])
+    for p, q in zip(main.model.parameters(), solo.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    # its cost as if alone: half of the main run's first epoch and its own half epoch
+    expected = 0.5 * histories["main"][0]["train_seconds"] + histories["main-e1"][0]["train_seconds"]
+    assert train.alone_seconds([main, branch], histories, "main-e1") == pytest.approx(expected)
+
+
+def replace_epochs(cfg, epochs):
+    import dataclasses
+
+    return dataclasses.replace(cfg, epochs=epochs)
+
+
 def test_wsd_schedule_shape():
     model = nn.Linear(2, 2)
     _, scheduler = train.make_optimizer(model, train.OptimConfig(epochs=4, lr=1.0, schedule="wsd",
