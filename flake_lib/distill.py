@@ -178,15 +178,18 @@ def decoded_kd_loss(parity_output: torch.Tensor, member_outputs: torch.Tensor,
 
 
 def standardized_mse(student_features: torch.Tensor, teacher_features: torch.Tensor,
-                     eps: float = 1e-5) -> torch.Tensor:
+                     floor: float = 0.1) -> torch.Tensor:
     """``mean(((f_S − f_T) / σ_T)²)``, ``σ_T`` the teacher's standard deviation of each channel over
-    the batch and the spatial positions: an MSE in which every channel weighs the same."""
+    the batch and the spatial positions: an MSE in which every channel weighs the same. ``σ_T`` is
+    floored at ``floor`` times the channels' root-mean-square ``σ`` (a dead channel, ``σ_T = 0``, would
+    otherwise weigh without bound)."""
     if student_features.shape != teacher_features.shape:
         raise ValueError(f"unit shapes differ: student {tuple(student_features.shape)}, teacher "
                          f"{tuple(teacher_features.shape)}")
     teacher = teacher_features.float()
-    sigma = teacher.transpose(0, 1).flatten(1).std(dim=1, unbiased=False).view(1, -1, *[1] * (teacher.dim() - 2))
-    return (((student_features.float() - teacher) / (sigma + eps)) ** 2).mean()
+    sigma = teacher.transpose(0, 1).flatten(1).std(dim=1, unbiased=False)
+    sigma = sigma.clamp_min(floor * sigma.pow(2).mean().sqrt() + 1e-12).view(1, -1, *[1] * (teacher.dim() - 2))
+    return (((student_features.float() - teacher) / sigma) ** 2).mean()
 
 
 INTER_KINDS = ("channel_kl", "std_mse")

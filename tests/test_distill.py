@@ -111,6 +111,11 @@ def test_standardized_mse_by_hand():
     assert distill.inter_term([s2, student], [t2, teacher], kind="std_mse").item() == pytest.approx(2.0, rel=1e-4)
     with pytest.raises(ValueError, match="kind"):
         distill.inter_term([s2], [t2], kind="cosine")
+    # a dead teacher channel (σ = 0) is divided by the floor, 0.1 x the RMS σ: here 0.1 x sqrt(1/2)
+    dead = torch.cat([teacher, torch.zeros_like(teacher)], dim=1)
+    student_dead = torch.cat([student, torch.ones_like(student)], dim=1)
+    floor = 0.1 * math.sqrt(0.5)
+    assert distill.standardized_mse(student_dead, dead).item() == pytest.approx((1.0 + 1.0 / floor ** 2) / 2, rel=1e-4)
 
 
 def test_objective_weights_and_names():
