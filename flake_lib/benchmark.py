@@ -474,14 +474,21 @@ def fault_carriers(records: pd.DataFrame, plan: FaultPlan, roles: dict[str, str]
 
 
 def tail_attribution(records: pd.DataFrame, plan: FaultPlan, roles: dict[str, str], top: float = 0.001,
-                     restarts: Sequence[tuple[str, float]] = ()) -> dict:
+                     restarts: Sequence[tuple[str, float]] = (), k: int = 2) -> dict:
     """Of the slowest ``top`` share of queries (failed ones first): how many carried an injected fault
-    (:func:`fault_carriers`), as shares."""
+    (:func:`fault_carriers`), and how many had their whole coding group (queries ``gk … gk+k−1``)
+    unavailable (``share_group_unavailable``: a group code with one parity query cannot rebuild them
+    from the group alone), as shares."""
     latency = records["latency_ms"].astype(float).fillna(np.inf).to_numpy()
     n_top = max(1, int(math.ceil(top * len(records))))
     slowest = np.argsort(-latency, kind="stable")[:n_top]
     carriers = fault_carriers(records, plan, roles, restarts).iloc[slowest]
-    return {"n_top": n_top, **{f"share_{c}": float(carriers[c].mean()) for c in carriers.columns}}
+    unavailable = records["unavailable"].to_numpy(dtype=bool)
+    n = len(unavailable) - len(unavailable) % k
+    whole = np.zeros(len(unavailable), dtype=bool)
+    whole[:n] = np.repeat(unavailable[:n].reshape(-1, k).all(axis=1), k)
+    return {"n_top": n_top, **{f"share_{c}": float(carriers[c].mean()) for c in carriers.columns},
+            "share_group_unavailable": float(whole[slowest].mean())}
 
 
 def paired_table(table: pd.DataFrame, comparisons: Sequence[tuple[str, str]],

@@ -198,6 +198,7 @@ def test_tail_attribution_counts_own_queued_and_instance_faults():
     assert carriers["instance_fault"].tolist() == [False, False, False, False, True, False]
     top = bm.tail_attribution(records, plan, bm.role_map("pm"), top=0.5)  # the 3 slowest
     assert top["n_top"] == 3 and top["share_carried"] == 1.0 and top["share_own_delay"] == pytest.approx(1 / 3)
+    assert top["share_group_unavailable"] == pytest.approx(2 / 3)  # queries 0 and 1 form a stuck group; 3 not
     killed = bm.FaultPlan(np.zeros(6), kills=[("deployed0", 0.005)])  # F0 killed, back at 0.5 s
     hit = bm.fault_carriers(records, killed, bm.role_map("pm"), restarts=[("F0", 0.5)])["instance_fault"]
     assert hit.tolist() == [True, True, False, True, False, False]  # not the query sent after the restart
