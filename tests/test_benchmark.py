@@ -346,3 +346,19 @@ def test_load_sweep_shares_schedules_rotates_and_refines_only_the_named_methods(
         low, high = caps[method]["bracket_qps"]
         assert caps[method]["bracketed"] and low < knee <= high and high / low <= 1.10
     assert {c[0] for c in fake.calls[9:]} == {"pm", "flake"} and sum(r["refined"] for r in rows) == len(fake.calls) - 9
+
+
+def test_queries_file_round_trips(tmp_path):
+    """queries.parquet keeps every row and value (times to float32), groups empty where a method has none."""
+    rng = np.random.default_rng(0)
+    n = 1000
+    frame = pd.DataFrame({"query": np.arange(n), "method": ["pm"] * 500 + ["srp"] * 500,
+                          "group": [i // 2 for i in range(500)] + [None] * 500,
+                          "intended_s": np.sort(rng.uniform(0, 5, n)), "latency_ms": rng.exponential(3, n),
+                          "answered_s": rng.uniform(0, 5, n), "outcome": ["original"] * n, "repeat": 0})
+    frame.loc[3, "latency_ms"] = None
+    bm.write_queries(frame, tmp_path / "q.parquet")
+    back = pd.read_parquet(tmp_path / "q.parquet")
+    assert len(back) == n and (back["query"] == frame["query"]).all() and back["group"].isna().sum() == 500
+    assert back["latency_ms"].isna().sum() == 1 and back["latency_ms"].dtype == np.float32
+    assert np.allclose(back["intended_s"], frame["intended_s"], atol=1e-6)
