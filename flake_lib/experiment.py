@@ -1,4 +1,4 @@
-"""An *experiment* (DESIGN.md §4): one dataset and one deployed model ``F``, with its parity models.
+"""An *experiment* (docs/DESIGN.md §4): one dataset and one deployed model ``F``, with its parity models.
 
 Notebooks 02 and 03 train every experiment of a profile through these functions, so that both use
 the same data, the same ``F`` and the same checkpoints under ``results/<profile>/checkpoints/<name>/``.

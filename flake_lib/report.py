@@ -172,7 +172,8 @@ def deviations(prov: dict, results: Path) -> list[str]:
     rows = [
         ["deployed model F", paper.PAPER_SETUP["deployed model F"], deployed],
         ["parity model (PM)", paper.PAPER_SETUP["parity model (PM)"],
-         "the architecture of F" + (f", initialised from {params['parity_init']}" if params.get("parity_init") else "")],
+         "the architecture of F"
+         + (f", initialised from {params['parity_init']}" if params.get("parity_init") else "")],
         ["student (Flake, NKD)", paper.PAPER_SETUP["student (Flake, NKD)"], students],
         ["data", paper.PAPER_SETUP["data"], f"{', '.join(map(str, datasets)) or '—'} ({data})"],
         ["epochs", paper_epochs, ours_epochs],
@@ -299,8 +300,8 @@ def table2_lines(results: Path, verdicts: dict | None = None, datasets=("cifar10
         params = "—" if pd.isna(r.params) else f"{r.params / 1e3:.0f} k"
         flops = "—" if pd.isna(r.flops) else f"{r.flops / 1e6:.1f} M"
         top1 = "—" if pd.isna(r.top1) else f"{_pct(r.top1)} ({_pct(r.top1_low)}–{_pct(r.top1_high)})"
-        cells = [NAMES[r.method], "—" if pd.isna(r.model) else r.model, params, flops, r.dataset, top1, _pct(r.paper_top1),
-                 _pct(r.top5), _pct(r.paper_top5)]
+        cells = [NAMES[r.method], "—" if pd.isna(r.model) else r.model, params, flops, r.dataset, top1,
+                 _pct(r.paper_top1), _pct(r.top5), _pct(r.paper_top5)]
         if verdicts is not None:
             cells.append(verdicts.get(f"E5 {r.method} {r.dataset}", "—"))
         rows.append(cells)
@@ -343,7 +344,8 @@ def claims_lines(results: Path, verdicts: list) -> list[str]:
                       *[f"- **{w.id}** *{w.verdict}*: {w.why}" for w in e5],
                       f"- **see:** {_links(results, v.links)}", ""]
             continue
-        lines += [f"### {v.id} — {v.claim}: *{v.verdict}*" + (" (this artifact's claim)" if v.origin != "paper" else ""),
+        own = " (this artifact's claim)" if v.origin != "paper" else ""
+        lines += [f"### {v.id} — {v.claim}: *{v.verdict}*{own}",
                   "", f"- **paper:** {v.paper}", f"- **ours:** {v.ours}", f"- **rule:** {v.rule}",
                   f"- **why:** {v.why}", f"- **see:** {_links(results, v.links)}", ""]
     return lines

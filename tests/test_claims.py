@@ -82,6 +82,8 @@ def test_e2(tmp_path):
     partly = claims.e2_parity_model(_accuracy(tmp_path / "c", pm=0.57, a_a=0.81))
     assert partly.verdict == "partly" and "trails A_a by 24.0 points" in partly.why
     assert claims.e2_parity_model(_accuracy(tmp_path / "d", pm=0.77, a_a=0.80)).verdict == "inconclusive"
+    # an F at chance level: a small gap proves nothing
+    assert claims.e2_parity_model(_accuracy(tmp_path / "e", pm=0.11, a_a=0.11)).verdict == "not"
     missing = claims.e2_parity_model(tmp_path / "none")
     assert missing.verdict == "not run" and "accuracy/pm.json" in missing.why and "notebook 02" in missing.why
 
