@@ -159,7 +159,12 @@ def deviations(prov: dict, results: Path) -> list[str]:
                      if ":" in k and v) or "—"
     datasets = sorted({e.get("dataset") for e in experiments.values()})
     epochs = ("F {deployed_epochs}, PM {parity_epochs}, Flake {distill_epochs}, NKD {nkd_epochs}")
-    ours_epochs = epochs.format(**{k: params.get(k, "?") for k in
+    # the epochs the models were trained with: the parameters notebooks 02 and 03 recorded when they ran
+    # (a later partial rerun of other notebooks changes the chain's parameters, not the trained models)
+    sections = prov.get("notebooks") or {}
+    trained = {**params, **sections.get("02-parity-training", {}).get("parameters", {}),
+               **sections.get("03-distillation", {}).get("parameters", {})}
+    ours_epochs = epochs.format(**{k: trained.get(k, "?") for k in
                                    ("deployed_epochs", "parity_epochs", "distill_epochs", "nkd_epochs")})
     reading = _paper_profile()
     paper_epochs = (epochs.format(**{k: reading.get(k, "?") for k in

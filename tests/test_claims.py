@@ -333,6 +333,18 @@ def test_report_names_models_and_deviations(tmp_path):
         assert f"- **{term}**:" in text
 
 
+def test_deviations_give_the_epochs_the_models_were_trained_with(tmp_path):
+    """A partial rerun (say notebooks 04 and 05) rewrites the chain's parameters; the epochs shown are
+    those notebooks 02 and 03 recorded when they trained the models."""
+    prov = _provenance(tmp_path)
+    prov["parameters"].update(deployed_epochs=10, parity_epochs=5)
+    prov.setdefault("notebooks", {})["02-parity-training"] = {"parameters": {"deployed_epochs": 7, "parity_epochs": 3}}
+    _json(tmp_path, "provenance.json", prov)
+    _accuracy(tmp_path)
+    text = report.build_report(tmp_path)
+    assert "| F 7, PM 3, Flake 3, NKD 3 |" in text and "F 10" not in text
+
+
 def test_table1_shows_each_repeat_until_there_are_more_than_three(tmp_path):
     _table1(tmp_path / "two", PAPER_GPM, PAPER_GMM, repeats=2)
     _table1(tmp_path / "five", PAPER_GPM, PAPER_GMM, repeats=5)
