@@ -166,3 +166,58 @@ def decode_each(parity_output: torch.Tensor, outputs: torch.Tensor) -> torch.Ten
 def _check_grouped(grouped) -> None:
     if len(grouped.shape) < 3 or grouped.shape[1] < 2:
         raise ValueError(f"expected coding groups (G, k>=2, ...), got shape {tuple(grouped.shape)}")
+
+
+def weighted_encode(grouped, weights):
+    """A second parity query with a different linear code: ``p_w = Σ_i w_i x_i`` (``r = 2``).
+
+    ``grouped`` is ``(G, k, ...)`` (numpy or torch); its parity model is trained to ``Σ_i w_i F(x_i)``.
+    """
+    w = torch.as_tensor(weights, dtype=torch.float32) if isinstance(grouped, torch.Tensor) \
+        else np.asarray(weights, dtype=np.float32)
+    if w.shape[0] != grouped.shape[1]:
+        raise ValueError(f"{len(w)} weights for groups of {grouped.shape[1]}")
+    shape = (1, -1) + (1,) * (grouped.ndim - 2)
+    return (grouped * w.reshape(shape)).sum(1)
+
+
+def two_parity_condition(weights) -> float:
+    """The largest 2-norm condition number of ``[[1, 1], [w_a, w_b]]`` over every pair ``a < b``.
+
+    With two members ``a, b`` of a group unavailable, :func:`two_parity_decode` solves that system; its
+    condition number bounds how much the parity models' errors are amplified in the rebuilt outputs.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    return max(np.linalg.cond(np.array([[1.0, 1.0], [w[a], w[b]]]))
+               for a in range(len(w)) for b in range(a + 1, len(w)))
+
+
+def two_parity_decode(parity_sum, parity_weighted, outputs, unavailable, weights):
+    """Rebuild up to two unavailable outputs of a group from two parity outputs (``r = 2``).
+
+    ``parity_sum ≈ Σ_i F(x_i)`` and ``parity_weighted ≈ Σ_i w_i F(x_i)``; ``outputs`` is ``(k, ...)``
+    with anything in the rows ``unavailable``. Subtracting the available members leaves
+    ``s₁ = Σ_{u} F(x_u)`` and ``s_w = Σ_{u} w_u F(x_u)``: one member is ``s₁`` (the subtraction decoder);
+    two members ``a, b`` solve ``[[1, 1], [w_a, w_b]] [F(x_a), F(x_b)]ᵀ = [s₁, s_w]ᵀ``. Returns ``outputs``
+    with those rows replaced (a numpy array).
+    """
+    outputs = np.array(outputs, dtype=np.float64, copy=True)
+    w = np.asarray(weights, dtype=np.float64)
+    missing = sorted(set(int(u) for u in unavailable))
+    if len(missing) > 2:
+        raise DecodingError(f"{len(missing)} unavailable members; two parity queries recover at most 2")
+    if not missing:
+        return outputs
+    known = [i for i in range(len(outputs)) if i not in missing]
+    s1 = np.asarray(parity_sum, dtype=np.float64) - outputs[known].sum(0)
+    if len(missing) == 1:
+        outputs[missing[0]] = s1
+        return outputs
+    a, b = missing
+    sw = np.asarray(parity_weighted, dtype=np.float64) - np.tensordot(w[known], outputs[known], axes=1)
+    # F_a + F_b = s1, w_a F_a + w_b F_b = sw  =>  F_b = (sw − w_a s1) / (w_b − w_a)
+    if np.isclose(w[a], w[b]):
+        raise DecodingError(f"members {a} and {b} have the same weight {w[a]}: the system is singular")
+    outputs[b] = (sw - w[a] * s1) / (w[b] - w[a])
+    outputs[a] = s1 - outputs[b]
+    return outputs
