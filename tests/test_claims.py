@@ -271,7 +271,7 @@ def test_every_claim_states_its_rule_and_runs_on_an_empty_folder(tmp_path):
     verdicts = claims.all_claims(tmp_path)
     assert [v.id for v in verdicts][:12] == ["E0", "E1", "E2", "E3a", "E3b", "E3c", "E3d",
                                              "E4a", "E4b", "E4c", "E4d", "E4e"]
-    assert len(verdicts) == 12 + 8 and all(v.verdict == "not run" for v in verdicts)
+    assert len(verdicts) == 12 + 8 + 3 and all(v.verdict == "not run" for v in verdicts)
     assert all(v.rule and "notebook" in v.why for v in verdicts)
 
 
@@ -359,3 +359,51 @@ def test_committed_report_header_equals_its_provenance():
     results = REPO / "results" / "quick"
     prov = json.loads((results / "provenance.json").read_text())
     assert (results / "REPORT.md").read_text().startswith("\n".join(report.header(prov)))
+
+
+# ----------------------------------------------------------------------------- beyond the paper (X)
+
+def _approxifer(folder, degraded, k=2, s=1):
+    return _json(folder, "accuracy/approxifer.json", {"rows": [
+        {"experiment": "e", "k": k, "s": s, "n": k + s, "degraded_top1": degraded, "full_top1": 0.8,
+         "n_queries": N, "n_missing_sets": 3}]})
+
+
+def test_x1(tmp_path):
+    ok = claims.x1_approxifer_vs_pm(_approxifer(_accuracy(tmp_path / "a", pm=0.60), 0.70))
+    assert ok.verdict == "reproduced" and ok.origin == "this artifact" and "ApproxIFER 70.00% vs PM 60.00%" in ok.ours
+    assert claims.x1_approxifer_vs_pm(_approxifer(_accuracy(tmp_path / "b", pm=0.75), 0.50)).verdict == "not"
+    assert claims.x1_approxifer_vs_pm(_approxifer(_accuracy(tmp_path / "c", pm=0.70), 0.702)).verdict == "inconclusive"
+    other_code = claims.x1_approxifer_vs_pm(_approxifer(_accuracy(tmp_path / "d"), 0.9, k=4))
+    assert other_code.verdict == "not run" and "K = 2, S = 1" in other_code.why
+    missing = claims.x1_approxifer_vs_pm(_accuracy(tmp_path / "e"))
+    assert missing.verdict == "not run" and "accuracy/approxifer.json" in missing.why and "notebook 06" in missing.why
+
+
+def _int8(folder, pm_int8, flake_fp32, pm_ms, flake_ms):
+    rows = [{"experiment": "e", "model": "PM", "precision": "INT8", "top1": pm_int8, "test_images": N},
+            {"experiment": "e", "model": "Flake", "precision": "FP32", "top1": flake_fp32, "test_images": N}]
+    rounds = [{"experiment": "e", "round": r, "model": m, "precision": p, "service_median_ms": ms + 0.01 * r}
+              for r in range(len(pm_ms)) for m, p, ms in (("PM", "INT8", pm_ms[r]), ("Flake", "FP32", flake_ms[r]))]
+    return _json(folder, "accuracy/int8.json", {"rows": rows, "service_rounds": rounds})
+
+
+def test_x2(tmp_path):
+    ok = claims.x2_int8_pm_accuracy(_int8(tmp_path / "a", 0.60, 0.58, [0.3] * 3, [0.4] * 3))
+    assert ok.verdict == "reproduced" and ok.origin == "this artifact"
+    assert claims.x2_int8_pm_accuracy(_int8(tmp_path / "b", 0.50, 0.58, [0.3] * 3, [0.4] * 3)).verdict == "not"
+    assert claims.x2_int8_pm_accuracy(_int8(tmp_path / "c", 0.55, 0.58, [0.3] * 3, [0.4] * 3)).verdict == "inconclusive"
+    missing = claims.x2_int8_pm_accuracy(tmp_path / "none")
+    assert missing.verdict == "not run" and "accuracy/int8.json" in missing.why
+
+
+def test_x3(tmp_path):
+    ok = claims.x3_int8_pm_speed(_int8(tmp_path / "a", 0.6, 0.6, [0.30, 0.31, 0.29], [0.40, 0.41, 0.42]))
+    assert ok.verdict == "reproduced" and "-0.11 ms" in ok.why
+    slower = claims.x3_int8_pm_speed(_int8(tmp_path / "b", 0.6, 0.6, [0.50, 0.52, 0.51], [0.40, 0.41, 0.42]))
+    assert slower.verdict == "not"
+    assert claims.x3_int8_pm_speed(_int8(tmp_path / "c", 0.6, 0.6, [0.30, 0.50, 0.40], [0.40, 0.40, 0.40])).verdict \
+        == "inconclusive"
+    two = claims.x3_int8_pm_speed(_int8(tmp_path / "d", 0.6, 0.6, [0.30, 0.31], [0.40, 0.41]))
+    assert two.verdict == "inconclusive" and "no interval" in two.why
+    assert claims.x3_int8_pm_speed(tmp_path / "none").verdict == "not run"
