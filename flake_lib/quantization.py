@@ -40,9 +40,16 @@ def quantize_int8(model_path: str | os.PathLike, calibration: np.ndarray, out_pa
              for i in range(min(subset_size, len(calibration)))]
     if not items:
         raise ValueError("no calibration inputs")
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        # NNCF draws its progress bars on the console: none in the executed notebooks
-        quantized = nncf.quantize(model, nncf.Dataset(items), subset_size=len(items))
+    import rich
+
+    # NNCF draws progress bars on rich's global console (a widget under Jupyter): none in the executed
+    # notebooks, so that console writes to a buffer while NNCF runs
+    rich.reconfigure(file=io.StringIO(), force_jupyter=False)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            quantized = nncf.quantize(model, nncf.Dataset(items), subset_size=len(items))
+    finally:
+        rich.reconfigure()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(quantized, str(out_path), compress_to_fp16=False)

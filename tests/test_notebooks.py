@@ -124,6 +124,28 @@ def test_distillation_writes_flake_nkd_and_ablation(smoke_results):
     assert (out / "accuracy" / "distillation_ablation.md").is_file()
 
 
+def test_beyond_the_paper_writes_approxifer_by_k_and_int8(smoke_results):
+    import pandas as pd
+
+    out, _ = smoke_results
+    approx = json.loads((out / "accuracy" / "approxifer.json").read_text())
+    assert {(r["k"], r["s"], r["n"]) for r in approx["rows"]} == {(2, 1, 3), (4, 2, 6)}
+    for row in approx["rows"]:
+        assert 0 <= row["degraded_top1"] <= row["degraded_top5"] <= 1
+        assert row["extra_inferences_per_query"] == pytest.approx(row["s"] / row["k"])
+        assert row["overall_top1"] == pytest.approx(0.9 * row["full_top1"] + 0.1 * row["degraded_top1"])
+    by_k = pd.read_csv(out / "accuracy" / "by_k.csv")
+    assert {"method", "encoder", "k", "r", "n_unavailable", "degraded_top1", "extra_inferences_per_query",
+            "flops_per_protected_query"} <= set(by_k.columns)
+    assert {"approxifer", "pm", "flake"} <= set(by_k["method"])
+    int8 = json.loads((out / "accuracy" / "int8.json").read_text())
+    assert {(r["model"], r["precision"]) for r in int8["rows"]} == {
+        (m, p) for m in ("F", "PM", "Flake") for p in ("FP32", "INT8")}
+    assert all(r["service_median_ms"] > 0 and 0 <= r["top1"] <= 1 for r in int8["rows"])
+    assert len(int8["service_rounds"]) == 3 * 6
+    assert (out / "beyond" / "by_k.png").is_file() and (out / "beyond" / "int8.md").is_file()
+
+
 def test_table2_and_report_have_every_row(smoke_results):
     import pandas as pd
 
@@ -138,7 +160,7 @@ def test_table2_and_report_have_every_row(smoke_results):
     assert table[table["dataset"] == "cifar10"]["top1"].notna().all()
     report = (out / "REPORT.md").read_text()
     for claim in ("E0", "E1", "E2", "E3a", "E3b", "E3c", "E3d", "E4a", "E4b", "E4c", "E4d", "E4e",
-                  "E5 flake cifar10", "E5 flake cifar100"):
+                  "E5 flake cifar10", "E5 flake cifar100", "X1", "X2", "X3"):
         assert f"| {claim} " in report, f"REPORT.md lacks {claim}"
     assert "12.72%" in report
     # written by the chain after its last notebook: the header gives every notebook's time and commit
