@@ -775,6 +775,14 @@ def e5_table2_row(results: Path, method: str, dataset: str) -> Verdict:
 OURS = "this artifact"
 
 
+def _own_verdict(function, claim_id, claim, paper_value, parts, ours, links, nothing_measured: str) -> Verdict:
+    """The verdict of one of this artifact's claims from its parts (*not run* when there are none)."""
+    if not parts:
+        return _verdict(function, claim_id, claim, paper_value, "not measured", "not run", nothing_measured, [], OURS)
+    verdict, why = _combine(parts)
+    return _verdict(function, claim_id, claim, paper_value, "; ".join(ours), verdict, why, links, OURS)
+
+
 def _x_pm_rows(results: Path) -> dict:
     """PM (k = 2, addition, augmented targets) per experiment: the learned code the X rows compare with."""
     return _by_experiment([r for r in _pm_rows(results) if r.get("k") == 2 and r.get("encoder") == "addition"])
@@ -814,12 +822,9 @@ def x1_approxifer_vs_pm(results: Path) -> Verdict:
         parts.append((row.get("experiment"), {"above": "reproduced", "below": "not"}.get(side, "inconclusive"),
                       f"ApproxIFER − PM {_interval_pts(d)}"))
         ours.append(f"ApproxIFER {_pct(row['degraded_top1'])} vs PM {_pct(other['degraded_top1'])}")
-    if not parts:
-        return _verdict(x1_approxifer_vs_pm, "X1", claim, paper_value, "not measured", "not run",
-                        "accuracy/approxifer.json has no K = 2, S = 1 row", [], OURS)
-    verdict, why = _combine(parts)
-    return _verdict(x1_approxifer_vs_pm, "X1", claim, paper_value, "; ".join(ours), verdict, why,
-                    [("A_d against K", "beyond/by_k.png"), _notebook_link("06", "§2")], OURS)
+    return _own_verdict(x1_approxifer_vs_pm, "X1", claim, paper_value, parts, ours,
+                        [("A_d against K", "beyond/by_k.png"), _notebook_link("06", "§2")],
+                        "accuracy/approxifer.json has no K = 2, S = 1 row")
 
 
 def _int8_rows(results: Path) -> pd.DataFrame | None:
@@ -855,9 +860,9 @@ def x2_int8_pm_accuracy(results: Path) -> Verdict:
         parts.append((experiment, {"above": "reproduced", "below": "not"}.get(side, "inconclusive"),
                       f"INT8 PM − FP32 Flake {_interval_pts(d)}"))
         ours.append(f"INT8 PM {_pct(pm['top1'])} vs FP32 Flake {_pct(flake['top1'])}")
-    verdict, why = _combine(parts)
-    return _verdict(x2_int8_pm_accuracy, "X2", claim, paper_value, "; ".join(ours), verdict, why,
-                    [("INT8 table", "beyond/int8.md"), _notebook_link("06", "§4")], OURS)
+    return _own_verdict(x2_int8_pm_accuracy, "X2", claim, paper_value, parts, ours,
+                        [("INT8 table", "beyond/int8.md"), _notebook_link("06", "§4")],
+                        "accuracy/int8.json has no rows")
 
 
 def x3_int8_pm_speed(results: Path) -> Verdict:
@@ -891,12 +896,9 @@ def x3_int8_pm_speed(results: Path) -> Verdict:
                           f"INT8 PM − FP32 Flake {_diff_ms(d)}"))
         ours.append(f"INT8 PM {table[('PM', 'INT8')].median():.3f} ms vs FP32 Flake "
                     f"{table[('Flake', 'FP32')].median():.3f} ms (median of rounds)")
-    if not parts:
-        return _verdict(x3_int8_pm_speed, "X3", claim, paper_value, "not measured", "not run",
-                        "accuracy/int8.json has no service_rounds", [], OURS)
-    verdict, why = _combine(parts)
-    return _verdict(x3_int8_pm_speed, "X3", claim, paper_value, "; ".join(ours), verdict, why,
-                    [("INT8 table", "beyond/int8.md"), _notebook_link("06", "§4")], OURS)
+    return _own_verdict(x3_int8_pm_speed, "X3", claim, paper_value, parts, ours,
+                        [("INT8 table", "beyond/int8.md"), _notebook_link("06", "§4")],
+                        "accuracy/int8.json has no service_rounds")
 
 
 # ----------------------------------------------------------------------------- all
