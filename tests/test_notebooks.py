@@ -163,6 +163,8 @@ def test_table2_and_report_have_every_row(smoke_results):
                   "E5 flake cifar10", "E5 flake cifar100", "X1", "X2", "X3"):
         assert f"| {claim} " in report, f"REPORT.md lacks {claim}"
     assert "12.72%" in report
+    for figure in ("fig5_statistics", "accuracy_vs_tail"):  # Fig. 5 redrawn, and the accuracy-tail trade
+        assert (out / "tables" / f"{figure}.png").is_file()
     # written by the chain after its last notebook: the header gives every notebook's time and commit
     prov = json.loads((out / "provenance.json").read_text())
     for nb in chain.all_notebooks():
