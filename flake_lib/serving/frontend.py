@@ -560,10 +560,14 @@ class Frontend:
             self.at(self.now() + self.restart_delay_s, "restart", worker)
 
     def on_ready(self, worker: str) -> None:
+        """A worker has its model loaded: a restart when it was down (a late first "ready" of a worker
+        that was already serving, e.g. on a loaded machine, is not one)."""
         if worker not in self.alive:
             return
+        restarted = not self.alive[worker]
         self.alive[worker] = True
-        self.restarts.append((worker, self.now()))
+        if restarted:
+            self.restarts.append((worker, self.now()))
         for q in sorted(self.orphans):
             self.orphans.discard(q)
             self.settle(q)
