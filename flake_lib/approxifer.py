@@ -139,9 +139,8 @@ def evaluate(model_outputs, images: np.ndarray, labels: np.ndarray, k: int, s: i
     full, degraded, queries = np.zeros(2), np.zeros(2), 0
     w_enc = berrut_weights(data_points(k), worker_points(n)).astype(np.float32)
     w_full = berrut_weights(worker_points(n), data_points(k))
-    w_missing = [berrut_weights(worker_points(n)[kept], data_points(k))
-                 for kept in ([i for i in range(n) if i not in miss] for miss in sets)]
     kept_sets = [[i for i in range(n) if i not in miss] for miss in sets]
+    w_missing = [berrut_weights(worker_points(n)[kept], data_points(k)) for kept in kept_sets]
     for start in range(0, len(groups), batch_groups):
         g = groups[start:start + batch_groups]
         x = images[g].astype(np.float32)  # (G, K, C, H, W)
