@@ -6,7 +6,8 @@ this module builds the experiment on top of it, so that notebook 04 holds parame
 - **Roles** (:func:`deployment`, :func:`role_map`): every method has the deployed instances ``F0 … F{k−1}``
   and, except ``none``, redundant instances: ``FR*`` (replicas of ``F``: ``srp``, ``hedge``, and the
   extra instances of ``F`` of ParM's equal-resources baseline ``equal``), ``PM*`` (``pm``'s parity model),
-  ``FP*`` (Flake's parity model), ``NKD*`` (the NKD student). ``instances`` (1 = equal resources,
+  ``FP*`` (Flake's parity model), ``NKD*`` (the NKD student); ``approxifer`` uses ``FR*`` as its
+  ``S`` extra instances of ``F`` (coded queries). ``instances`` (1 = equal resources,
   2 = two recovery instances) says how many. Faults name *roles* (``deployed0``, ``redundant0`` …), so
   one schedule is replayed on every method; a fault on a role a method lacks is dropped.
 - **Modes** (:func:`worker_specs`): ``native`` runs each model as it is on the host CPU; ``emulated``
@@ -60,7 +61,7 @@ _BARRIER_IDS = itertools.count(-1, -1)  # request ids of barriers: negative, nev
 WORKER_MODEL = {"F": "F", "FR": "F", "PM": "PM", "FP": "Flake", "NKD": "NKD"}
 #: The redundant worker kind of each method (``None``: no redundancy).
 REDUNDANT_KIND = {"none": None, "srp": "FR", "hedge": "FR", "equal": "FR", "pm": "PM", "flake": "FP",
-                  "nkd": "NKD"}
+                  "nkd": "NKD", "approxifer": "FR"}
 #: Outcomes that mean "recovered by redundancy" (not the query's own original answer).
 RECOVERED = ("reconstructed", "replica", "student", "hedge")
 MODES = ("native", "emulated")
@@ -79,7 +80,7 @@ def deployment(method: str, instances: int = 1, k: int = 2) -> serving.Deploymen
     deployed = [f"F{j}" for j in range(k)]
     kind = REDUNDANT_KIND[method]
     extra = [f"{kind}{j}" for j in range(instances)] if kind else []
-    if method in ("pm", "flake"):
+    if method in ("pm", "flake", "approxifer"):  # approxifer: its S extra instances of F take coded queries
         return serving.Deployment(deployed, parity=extra)
     return serving.Deployment(deployed, backup=extra)
 

@@ -48,7 +48,8 @@ NOTEBOOKS = {"00": "00-coded-computation-primer", "01": "01-trace-analysis", "02
 WRITTEN_BY = {"primer/summary.json": "00", "trace/summary.json": "01", "accuracy/pm.json": "02",
               "accuracy/srp.json": "02", "accuracy/flake.json": "03", "accuracy/nkd.json": "03",
               "accuracy/ablation.json": "03", "latency/table1.csv": "04", "latency/fig6.csv": "04",
-              "latency/capacity.json": "04", "accuracy/approxifer.json": "06", "accuracy/int8.json": "06"}
+              "latency/capacity.json": "04", "accuracy/approxifer.json": "06", "accuracy/int8.json": "06",
+              "accuracy/two_parity.json": "06"}
 
 
 @dataclass
@@ -901,13 +902,51 @@ def x3_int8_pm_speed(results: Path) -> Verdict:
                         "accuracy/int8.json has no service_rounds")
 
 
+def x4_two_parity_vs_approxifer(results: Path) -> Verdict:
+    """X4: with two members of a group of four unavailable, two learned parity models per group
+    (``r = 2``: PM on the sum and PM on the centred weighted sum) answer more accurately than the
+    training-free ApproxIFER at the same extra inferences per query (``K = 4, S = 2``: 0.5).
+
+    Rule: the 95 % sampling interval of the ``r = 2`` code's top-1 on two unavailable members (every
+    pair of every test group, both rebuilt) minus ApproxIFER's degraded top-1 with two results missing:
+    reproduced when it lies above 0, not when it lies below 0, inconclusive when it covers 0.
+
+    Why: at ``k = 4`` a code with one parity query cannot rebuild two unavailable members at all;
+    ApproxIFER can, without training, at the cost the ``r = 2`` code has. The condition number of the
+    second code multiplies the parity models' errors, so the learned code could lose its edge here.
+    """
+    claim = "r = 2 learned parity models beat ApproxIFER (K = 4, S = 2) with two members unavailable, at equal cost"
+    paper_value = "not in the paper"
+    folder = Path(results) / "accuracy"
+    two, record = _read(folder / "two_parity.json"), _read(folder / "approxifer.json")
+    if two is None or record is None:
+        missing = [f for f, ok in (("accuracy/two_parity.json", two), ("accuracy/approxifer.json", record)) if not ok]
+        return _not_run(x4_two_parity_vs_approxifer, "X4", claim, paper_value, *missing, origin=OURS)
+    parts, ours = [], []
+    rows = [r for r in record.get("rows", []) if (r.get("k"), r.get("s")) == (two.get("k"), 2)
+            and r.get("experiment") == two.get("experiment")]
+    if not rows:
+        parts.append((two.get("experiment"), "not run", f"no ApproxIFER K = {two.get('k')}, S = 2 row"))
+    for row in rows:
+        d = stats.proportion_difference(two["two_top1"], two["n_two"], row["degraded_top1"],
+                                        row["n_queries"] * row["n_missing_sets"])
+        side = _side(d, 0.0)
+        parts.append((row.get("experiment"), {"above": "reproduced", "below": "not"}.get(side, "inconclusive"),
+                      f"r = 2 − ApproxIFER {_interval_pts(d)}"))
+        ours.append(f"r = 2 {_pct(two['two_top1'])} (condition number {two['condition']:.2f}) vs ApproxIFER "
+                    f"{_pct(row['degraded_top1'])}")
+    return _own_verdict(x4_two_parity_vs_approxifer, "X4", claim, paper_value, parts, ours,
+                        [("A_d against K", "beyond/by_k.png"), _notebook_link("06", "§3")],
+                        "no r = 2 measurement")
+
+
 # ----------------------------------------------------------------------------- all
 
 CLAIMS = (e0_code, e1_trace_share, e2_parity_model, e3a_compression, e3b_accuracy_kept,
           e3c_flake_above_nkd, e3d_loss_terms, e4a_gpm_order, e4b_gmm_order, e4c_paper_ratios,
           e4d_fig6, e4e_capacity)
 #: This artifact's own findings (notebook 06), after the paper's claims.
-OWN_CLAIMS = (x1_approxifer_vs_pm, x2_int8_pm_accuracy, x3_int8_pm_speed)
+OWN_CLAIMS = (x1_approxifer_vs_pm, x2_int8_pm_accuracy, x3_int8_pm_speed, x4_two_parity_vs_approxifer)
 
 
 def all_claims(results: str | Path) -> list[Verdict]:

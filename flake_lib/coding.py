@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ENCODERS = ("addition", "concatenation")
+ENCODERS = ("addition", "concatenation")  #: the paper's and ParM's encoders (one parity query)
+PARITY_ENCODERS = ENCODERS + ("weighted",)  #: every encoder a parity model can be trained for
 
 
 class DecodingError(ValueError):
@@ -85,7 +86,36 @@ def encode(grouped: torch.Tensor, encoder: str = "addition") -> torch.Tensor:
         return add_encode(grouped)
     if encoder == "concatenation":
         return concat_encode(grouped)
-    raise ValueError(f"unknown encoder {encoder!r}; known: {', '.join(ENCODERS)}")
+    if encoder == "weighted":
+        _check_grouped(grouped)
+        return weighted_encode(grouped, two_parity_weights(grouped.shape[1]))
+    raise ValueError(f"unknown encoder {encoder!r}; known: {', '.join(PARITY_ENCODERS)}")
+
+
+def output_weights(k: int, encoder: str = "addition") -> tuple[float, ...]:
+    """The weights ``w_i`` of a parity model's target ``Σ_i w_i F(x_i)``: all 1, except for the
+    ``weighted`` code (:func:`two_parity_weights`)."""
+    return two_parity_weights(k) if encoder == "weighted" else (1.0,) * k
+
+
+def parity_target(member_outputs: torch.Tensor, encoder: str = "addition") -> torch.Tensor:
+    """What a parity model of ``encoder`` is trained to output: ``Σ_i w_i F(x_i)`` from ``(G, k, C)``
+    member outputs (``w_i = 1`` but for the ``weighted`` code)."""
+    if encoder != "weighted":
+        return member_outputs.sum(dim=1)
+    w = torch.tensor(two_parity_weights(member_outputs.shape[1]), dtype=member_outputs.dtype,
+                     device=member_outputs.device)
+    return (member_outputs * w.view(1, -1, 1)).sum(dim=1)
+
+
+def two_parity_weights(k: int) -> tuple[float, ...]:
+    """The centred weights ``w_i = i − (k − 1)/2`` of the second parity query (``k = 4``: −1.5, −0.5,
+    0.5, 1.5). Distinct (so any two members can be solved for), small (the input ``p_w`` stays in the
+    range of a sum of ``k`` images) and, for even ``k``, never 0 (so alone it also rebuilds one member);
+    their worst pair's condition number is :func:`two_parity_condition`."""
+    if k < 2 or k % 2:
+        raise ValueError(f"the weighted parity code is defined for even k >= 2, got k={k}")
+    return tuple(float(i - (k - 1) / 2) for i in range(k))
 
 
 def encode_np(grouped: np.ndarray, encoder: str = "addition") -> np.ndarray:
@@ -155,12 +185,33 @@ def decode(parity_output: torch.Tensor, outputs: torch.Tensor,
     return torch.where(mask, outputs, rebuilt)
 
 
-def decode_each(parity_output: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+def decode_each(parity_output: torch.Tensor, outputs: torch.Tensor, encoder: str = "addition") -> torch.Tensor:
     """Reconstruction of every member as if it alone were unavailable: ``(G, k, D)``.
 
-    ``rec_j = F_p(p) − (Σ_i F(x_i) − F(x_j))``; used to evaluate degraded-mode accuracy.
+    ``rec_j = F_p(p) − (Σ_i F(x_i) − F(x_j))``; used to evaluate degraded-mode accuracy. For the
+    ``weighted`` code, ``rec_j = (F_p(p_w) − Σ_{i≠j} w_i F(x_i)) / w_j``.
     """
-    return parity_output.unsqueeze(1) - outputs.sum(dim=1, keepdim=True) + outputs
+    if encoder != "weighted":
+        return parity_output.unsqueeze(1) - outputs.sum(dim=1, keepdim=True) + outputs
+    w = torch.tensor(two_parity_weights(outputs.shape[1]), dtype=outputs.dtype, device=outputs.device).view(1, -1, 1)
+    weighted = outputs * w
+    return (parity_output.unsqueeze(1) - weighted.sum(dim=1, keepdim=True) + weighted) / w
+
+
+def decode_pairs(parity_sum: torch.Tensor, parity_weighted: torch.Tensor, outputs: torch.Tensor,
+                 a: int, b: int, weights) -> torch.Tensor:
+    """:func:`two_parity_decode` for members ``a`` and ``b`` of every group at once: ``(G, 2, D)``.
+
+    ``s₁ = F_p(p) − Σ_{i∉{a,b}} F(x_i)``, ``s_w = F_w(p_w) − Σ_{i∉{a,b}} w_i F(x_i)``;
+    ``F(x_b) = (s_w − w_a s₁) / (w_b − w_a)``, ``F(x_a) = s₁ − F(x_b)``.
+    """
+    w = torch.tensor(weights, dtype=outputs.dtype, device=outputs.device)
+    keep = [i for i in range(outputs.shape[1]) if i not in (a, b)]
+    known = outputs[:, keep]
+    s1 = parity_sum - known.sum(dim=1)
+    sw = parity_weighted - (known * w[keep].view(1, -1, 1)).sum(dim=1)
+    f_b = (sw - w[a] * s1) / (w[b] - w[a])
+    return torch.stack([s1 - f_b, f_b], dim=1)
 
 
 def _check_grouped(grouped) -> None:

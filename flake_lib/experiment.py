@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -256,10 +257,37 @@ def evaluate_parity(parity_model: nn.Module, deployed_outputs: torch.Tensor,
     groups = coding.make_groups(len(test_split), k, torch.Generator().manual_seed(seed))
     parity_out = parity.parity_outputs(parity_model, test_images(test_split), groups, encoder,
                                        device=device)
-    rebuilt = coding.decode_each(parity_out, deployed_outputs[groups])
+    rebuilt = coding.decode_each(parity_out, deployed_outputs[groups], encoder)
     row = metrics.degraded_mode(deployed_outputs, rebuilt, groups, test_split.labels)
-    row["mse"] = torch.mean((parity_out - deployed_outputs[groups].sum(dim=1)) ** 2).item()
+    row["mse"] = torch.mean((parity_out - coding.parity_target(deployed_outputs[groups], encoder)) ** 2).item()
     return row
+
+
+def evaluate_two_parity(sum_model: nn.Module, weighted_model: nn.Module, deployed_outputs: torch.Tensor,
+                        test_split: data.ImageSplit, k: int, *, seed: int = 0, device: str = "cpu") -> dict:
+    """The ``r = 2`` code on seeded coding groups of ``k`` (the groups of :func:`evaluate_parity`):
+    ``one_top1``, one member unavailable, rebuilt from the sum parity ``F_p(Σ x_i) − Σ_{i≠j} F(x_i)``
+    (what ``r = 1`` does); ``one_weighted_top1``, the same from the weighted parity alone; ``two_top1``,
+    two members ``a, b`` unavailable (every pair of every group), both rebuilt by
+    :func:`flake_lib.coding.decode_pairs`; ``condition``, the worst pair's condition number."""
+    weights = coding.two_parity_weights(k)
+    groups = coding.make_groups(len(test_split), k, torch.Generator().manual_seed(seed))
+    x, members = test_images(test_split), deployed_outputs[groups]
+    p_sum = parity.parity_outputs(sum_model, x, groups, "addition", device=device)
+    p_weighted = parity.parity_outputs(weighted_model, x, groups, "weighted", device=device)
+    labels = test_split.labels[groups]
+    one = coding.decode_each(p_sum, members).argmax(-1) == labels
+    one_weighted = coding.decode_each(p_weighted, members, "weighted").argmax(-1) == labels
+    hits, n_pairs = 0, 0
+    for a in range(k):
+        for b in range(a + 1, k):
+            rebuilt = coding.decode_pairs(p_sum, p_weighted, members, a, b, weights)
+            hits += int((rebuilt.argmax(-1) == labels[:, [a, b]]).sum())
+            n_pairs += 1
+    return {"k": k, "weights": list(weights), "condition": coding.two_parity_condition(weights),
+            "n_groups": len(groups), "one_top1": one.float().mean().item(),
+            "one_weighted_top1": one_weighted.float().mean().item(),
+            "two_top1": hits / (2 * n_pairs * len(groups)), "n_one": one.numel(), "n_two": 2 * n_pairs * len(groups)}
 
 
 def cost(model: nn.Module, image_shape) -> dict:
@@ -349,7 +377,7 @@ def shared_producers(deployed: nn.Module, teachers: dict[str, nn.Module] | None 
     if clean_outputs is not None:
         producers["clean_members"] = lambda s: parity.group_batch(
             clean_outputs[s.batch[2].cpu()].to(s.batch[0].device), k)
-    for encoder in coding.ENCODERS:
+    for encoder in coding.PARITY_ENCODERS:
         producers[f"parity:{encoder}"] = lambda s, encoder=encoder: _parity_queries(s.batch[0], k, encoder)
     for encoder, teacher in (teachers or {}).items():
         teacher.eval()
@@ -790,3 +818,91 @@ def distillation_plan(exp: Experiment, deployed: nn.Module, teachers: dict[str, 
                       branch=(flake_name(name, first, k), start) if start else None, method="flake",
                       variant=name, budget=True, terms=objective_label(variant.objective))
     return plans
+
+
+# ----------------------------------------------------------------------------- larger coding groups
+
+def group_passes(group_codes) -> dict[int, list[str]]:
+    """``[[k, encoder], ...]`` as ``{k: [encoders]}`` (one lockstep pass per group size, in order)."""
+    passes: dict[int, list[str]] = {}
+    for k, encoder in group_codes or []:
+        if encoder not in coding.PARITY_ENCODERS:
+            raise ValueError(f"group_codes: unknown encoder {encoder!r}; known: {coding.PARITY_ENCODERS}")
+        passes.setdefault(int(k), [])
+        if encoder not in passes[int(k)]:
+            passes[int(k)].append(encoder)
+    return passes
+
+
+def train_group_parity(exp: Experiment, deployed: nn.Module, splits: Splits, group_codes, cfg: train.OptimConfig,
+                       *, batch_groups: int = 64, init: str = "deployed", seed: int = 0, device: str = "cpu",
+                       fast_cpu: bool = True) -> dict[tuple[int, str], list[dict]]:
+    """PM parity models for larger coding groups (``group_codes``, e.g. k = 3, 4 and the ``weighted``
+    second parity code of ``r = 2``): one lockstep pass per ``k`` (``lockstep-pm-groups-k<k>``), each
+    model exported as :func:`pm_name` and validated every epoch on the validation split. Returns the
+    history of each ``(k, encoder)``."""
+    found = {}
+    for k, encoders in group_passes(group_codes).items():
+        arms = [pm_arm(exp, deployed, splits.train.num_classes, cfg, k=k, encoder=encoder, init=init,
+                       evaluate=ParityValidation(deployed, splits.validation, k, encoder, seed=seed, device=device),
+                       seed=seed, fast_cpu=fast_cpu) for encoder in encoders]
+        histories = run_lockstep(exp, f"pm-groups-k{k}", arms, deployed, splits.train, k=k,
+                                 batch_groups=batch_groups, seed=seed, device=device, fast_cpu=fast_cpu)
+        found.update({(k, arm.args["encoder"]): histories[arm.name] for arm in arms})
+    return found
+
+
+def group_flake_variant(exp: Experiment, variant: str, flake_variants: dict | None = None, *,
+                        student_init: str = "teacher", beta: float = 1.0) -> FlakeVariant:
+    """The Flake variant trained for larger groups: the profile's ``flake_variant`` (``selected``
+    resolved on notebook 03's validation choice); its initialisation must not need another arm."""
+    name, _ = resolve_flake(exp, variant, "addition")
+    if name in PAPER_ABLATION:
+        spec = FlakeVariant.from_spec(name, {"objective": name, "init": student_init, "beta": beta})
+    elif name in (flake_variants or {}):
+        spec = FlakeVariant.from_spec(name, {key: v for key, v in flake_variants[name].items() if key != "encoders"})
+    else:
+        raise ValueError(f"flake_variant {name!r} is neither the paper's objective nor one of flake_variants")
+    if spec.init not in ("teacher", "scratch"):
+        raise ValueError(f"variant {name!r} starts from a {spec.init} arm; larger groups train variants that "
+                         "start from the teacher or from scratch")
+    return spec
+
+
+def train_group_flake(exp: Experiment, deployed: nn.Module, splits: Splits, group_codes, variant: FlakeVariant,
+                      cfg: train.OptimConfig, *, targets: str = "augmented", batch_groups: int = 64,
+                      gamma: float = distill.GAMMA, tau: float = distill.TAU, seed: int = 0, device: str = "cpu",
+                      fast_cpu: bool = True) -> dict[tuple[int, str], list[dict]]:
+    """Flake (``variant``) for larger coding groups, each student distilled from the PM of its own code
+    (:func:`train_group_parity`): one lockstep pass per ``k`` (``lockstep-distill-groups-k<k>``), the
+    ``weighted`` code skipped (its parity model is a PM). Returns the history of each ``(k, encoder)``."""
+    found = {}
+    classes = splits.train.num_classes
+    for k, encoders in group_passes(group_codes).items():
+        encoders = [e for e in encoders if e != "weighted"]
+        if not encoders:
+            continue
+        teachers = {e: channels_last(load_trained(exp, pm_name(k, e, targets), classes), fast_cpu) for e in encoders}
+        arms = [flake_arm(exp, teachers[e], variant, cfg, k=k, encoder=e, gamma=gamma, tau=tau,
+                          evaluate=ParityValidation(deployed, splits.validation, k, e, seed=seed, device=device),
+                          seed=seed, fast_cpu=fast_cpu) for e in encoders]
+        histories = run_lockstep(exp, f"distill-groups-k{k}", arms, deployed, splits.train, teachers=teachers,
+                                 k=k, batch_groups=batch_groups, seed=seed, device=device, fast_cpu=fast_cpu)
+        found.update({(k, arm.args["encoder"]): histories[arm.name] for arm in arms})
+    return found
+
+
+GROUP_CURVE_COLUMNS = ["experiment", "method", "k", "encoder", "epoch", "val_degraded_top1", "val_mse", "train_loss",
+                       "train_seconds", "lockstep_seconds"]
+
+
+def group_curves(histories: dict[tuple[str, int, str], list[dict]], method: str) -> pd.DataFrame:
+    """Learning curves of :func:`train_group_parity` / :func:`train_group_flake`, keyed by
+    ``(experiment, k, encoder)``, as one table (:data:`GROUP_CURVE_COLUMNS`): validation degraded-mode
+    top-1 and MSE, training loss and seconds per epoch."""
+    rows = [{"experiment": name, "method": method, "k": int(k), "encoder": encoder,
+             "epoch": h.get("run_epoch", h["epoch"]), "val_degraded_top1": h.get("val_degraded_top1"),
+             "val_mse": h.get("val_mse"), "train_loss": h.get("train_loss"), "train_seconds": h.get("train_seconds"),
+             "lockstep_seconds": h.get("lockstep_seconds")}
+            for (name, k, encoder), history in histories.items() for h in history]
+    return pd.DataFrame(rows, columns=GROUP_CURVE_COLUMNS)

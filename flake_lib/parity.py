@@ -36,9 +36,11 @@ def group_batch(x: torch.Tensor, k: int) -> torch.Tensor:
     return x[: groups * k].reshape(groups, k, *x.shape[1:])
 
 
-def parity_loss(parity_output: torch.Tensor, member_outputs: torch.Tensor) -> torch.Tensor:
-    """``L_task = mean((F_p(p) − Σ_i F(x_i))²)``; ``member_outputs`` is ``(G, k, C)``."""
-    return F.mse_loss(parity_output, member_outputs.sum(dim=1))
+def parity_loss(parity_output: torch.Tensor, member_outputs: torch.Tensor,
+                encoder: str = "addition") -> torch.Tensor:
+    """``L_task = mean((F_p(p) − Σ_i F(x_i))²)``; ``member_outputs`` is ``(G, k, C)``. The ``weighted``
+    code's target is ``Σ_i w_i F(x_i)`` (:func:`flake_lib.coding.parity_target`)."""
+    return F.mse_loss(parity_output, coding.parity_target(member_outputs, encoder))
 
 
 class ParityObjective:
@@ -72,7 +74,7 @@ class ParityObjective:
         parity_input = coding.encode(group_batch(batch[0], self.k), self.encoder)
         if batch[0].is_contiguous(memory_format=torch.channels_last):
             parity_input = parity_input.contiguous(memory_format=torch.channels_last)
-        return parity_loss(parity_model(parity_input), self.member_outputs(batch))
+        return parity_loss(parity_model(parity_input), self.member_outputs(batch), self.encoder)
 
 
 def clean_targets(deployed: nn.Module, train: ImageSplit, batch_size: int = 500,
@@ -106,4 +108,4 @@ class ParityArmLoss:
 
     def __call__(self, parity_model: nn.Module, shared) -> torch.Tensor:
         members = shared["members" if self.targets == "augmented" else "clean_members"]
-        return parity_loss(parity_model(shared[f"parity:{self.encoder}"]), members)
+        return parity_loss(parity_model(shared[f"parity:{self.encoder}"]), members, self.encoder)

@@ -22,7 +22,7 @@ README_START = "<!-- results:start (written by ./run_all.sh from results/quick; 
 README_END = "<!-- results:end -->"
 NAMES = claims.NAMES
 #: Table I's row order: the paper's methods, then this artifact's extra baselines.
-TABLE1_ORDER = ("none", "srp", "pm", "nkd", "flake", "hedge", "equal")
+TABLE1_ORDER = ("none", "srp", "pm", "nkd", "flake", "hedge", "equal", "approxifer")
 
 GLOSSARY = {
     "A_a": "available accuracy: top-1 of F when its own prediction arrives",
@@ -42,6 +42,8 @@ GLOSSARY = {
              "(L_task + L_KD + L_Inter)",
     "hedge": "hedged requests (this artifact's baseline): a copy of a query is sent after the p95 latency",
     "equal": "equal resources (this artifact's baseline): the extra instance serves queries, no redundancy",
+    "ApproxIFER": "a training-free code (this artifact's peer): K queries become K + S Berrut-coded queries run "
+                  "by unchanged instances of F; every answer is decoded, from all results or from any K",
     "points": "percentage points: 56.98 % − 50.61 % = 6.37 points",
     "timing bound": "how long the frontend waits for a deployed instance before it treats the query "
                     "as unavailable and recovers it",

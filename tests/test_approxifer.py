@@ -4,6 +4,7 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
 
 from flake_lib import approxifer, coding
 
@@ -109,3 +110,32 @@ def test_condition_number_by_hand():
     expected = np.sqrt((7 + np.sqrt(45)) / (7 - np.sqrt(45)))
     assert coding.two_parity_condition([1, 2]) == pytest.approx(expected)
     assert coding.two_parity_condition([-1.5, -0.5, 0.5, 1.5]) < coding.two_parity_condition([1, 2, 3, 4])
+
+
+def test_weighted_code_trains_to_the_weighted_sum_and_decodes_one_and_two_missing_for_a_linear_model():
+    torch.manual_seed(4)
+    k = 4
+    weights = coding.two_parity_weights(k)
+    assert weights == (-1.5, -0.5, 0.5, 1.5)
+    linear = torch.nn.Linear(12, 5, bias=False).double().requires_grad_(False)
+    grouped = torch.randn(6, k, 12, dtype=torch.float64)
+    outputs = linear(grouped)  # (G, k, 5)
+    p_sum = linear(coding.encode(grouped, "addition"))
+    p_weighted = linear(coding.encode(grouped, "weighted"))
+    # a linear F is its own parity model for the weighted target Σ w_i F(x_i)
+    torch.testing.assert_close(p_weighted, coding.parity_target(outputs, "weighted"), rtol=0, atol=1e-10)
+    torch.testing.assert_close(coding.decode_each(p_weighted, outputs, "weighted"), outputs, rtol=0, atol=1e-10)
+    for a, b in itertools.combinations(range(k), 2):  # the vectorised pair decoder, every pair
+        rebuilt = coding.decode_pairs(p_sum, p_weighted, outputs, a, b, weights)
+        torch.testing.assert_close(rebuilt, outputs[:, [a, b]], rtol=0, atol=1e-9)
+        one = coding.two_parity_decode(p_sum[0].numpy(), p_weighted[0].numpy(), outputs[0].numpy(), [a, b], weights)
+        assert one[[a, b]] == pytest.approx(rebuilt[0].numpy())
+
+
+def test_weighted_code_needs_an_even_group_and_the_targets_by_hand():
+    with pytest.raises(ValueError, match="even k"):
+        coding.two_parity_weights(3)
+    members = torch.tensor([[[1.0], [2.0], [3.0], [4.0]]])
+    assert coding.parity_target(members, "weighted").item() == pytest.approx(-1.5 - 1.0 + 1.5 + 6.0)
+    assert coding.parity_target(members, "addition").item() == 10.0
+    assert coding.output_weights(2, "concatenation") == (1.0, 1.0)

@@ -271,7 +271,7 @@ def test_every_claim_states_its_rule_and_runs_on_an_empty_folder(tmp_path):
     verdicts = claims.all_claims(tmp_path)
     assert [v.id for v in verdicts][:12] == ["E0", "E1", "E2", "E3a", "E3b", "E3c", "E3d",
                                              "E4a", "E4b", "E4c", "E4d", "E4e"]
-    assert len(verdicts) == 12 + 8 + 3 and all(v.verdict == "not run" for v in verdicts)
+    assert len(verdicts) == 12 + 8 + 4 and all(v.verdict == "not run" for v in verdicts)
     assert all(v.rule and "notebook" in v.why for v in verdicts)
 
 
@@ -407,3 +407,20 @@ def test_x3(tmp_path):
     two = claims.x3_int8_pm_speed(_int8(tmp_path / "d", 0.6, 0.6, [0.30, 0.31], [0.40, 0.41]))
     assert two.verdict == "inconclusive" and "no interval" in two.why
     assert claims.x3_int8_pm_speed(tmp_path / "none").verdict == "not run"
+
+
+def _two_parity(folder, two_top1, approx_degraded, approx_s=2):
+    _approxifer(folder, approx_degraded, k=4, s=approx_s)
+    return _json(folder, "accuracy/two_parity.json", {"experiment": "e", "k": 4, "two_top1": two_top1, "n_two": N,
+                                                       "condition": 4.27})
+
+
+def test_x4(tmp_path):
+    ok = claims.x4_two_parity_vs_approxifer(_two_parity(tmp_path / "a", 0.60, 0.50))
+    assert ok.verdict == "reproduced" and ok.origin == "this artifact" and "condition number 4.27" in ok.ours
+    assert claims.x4_two_parity_vs_approxifer(_two_parity(tmp_path / "b", 0.40, 0.50)).verdict == "not"
+    assert claims.x4_two_parity_vs_approxifer(_two_parity(tmp_path / "c", 0.501, 0.50)).verdict == "inconclusive"
+    other = claims.x4_two_parity_vs_approxifer(_two_parity(tmp_path / "d", 0.6, 0.5, approx_s=1))
+    assert other.verdict == "not run" and "S = 2" in other.why
+    missing = claims.x4_two_parity_vs_approxifer(_approxifer(tmp_path / "e", 0.5, k=4, s=2))
+    assert missing.verdict == "not run" and "accuracy/two_parity.json" in missing.why

@@ -81,6 +81,8 @@ def test_trace_analysis_exports_summary_and_slowdowns(smoke_results):
 
 
 def test_parity_training_writes_pm_and_srp(smoke_results):
+    import pandas as pd
+
     out, _ = smoke_results
     pm = json.loads((out / "accuracy" / "pm.json").read_text())
     srp = json.loads((out / "accuracy" / "srp.json").read_text())
@@ -102,11 +104,19 @@ def test_parity_training_writes_pm_and_srp(smoke_results):
     images = {r["images"] for r in pm["lossless_vs_jpeg"]}
     assert images == {"lossless (canonical)", "JPEG (mirror)"}
     assert all(r["seconds_per_epoch"] > 0 for r in pm["training_time"])
-    for name in ("pm_learning_curves", "pm_overall_accuracy", "pm_decoded_examples"):
+    for name in ("pm_learning_curves", "pm_overall_accuracy", "pm_decoded_examples", "groups_pm_learning_curves"):
         assert (out / "accuracy" / f"{name}.png").is_file()
+    groups = pd.read_csv(out / "accuracy" / "groups_pm_curves.csv")  # larger groups (smoke: k = 4 and r = 2)
+    for name in ("cifar10-resnet", "tinyimagenet-mobilenetv3"):
+        part = groups[groups["experiment"] == name]
+        assert set(zip(part["k"], part["encoder"])) == {(4, "addition"), (4, "weighted")}
+        assert part["val_degraded_top1"].between(0, 1).all() and (part["train_loss"] > 0).all()
+    assert not {r["k"] for r in pm["rows"]} - {2}  # the paper's k = 2 only: larger groups stay out of pm.json
 
 
 def test_distillation_writes_flake_nkd_and_ablation(smoke_results):
+    import pandas as pd
+
     out, _ = smoke_results
     flake = json.loads((out / "accuracy" / "flake.json").read_text())
     nkd = json.loads((out / "accuracy" / "nkd.json").read_text())
@@ -122,6 +132,10 @@ def test_distillation_writes_flake_nkd_and_ablation(smoke_results):
         assert row["latency_median_ms"] > 0
     assert any("NKD" in r["model"] for r in nkd["training_time"])
     assert (out / "accuracy" / "distillation_ablation.md").is_file()
+    groups = pd.read_csv(out / "accuracy" / "groups_flake_curves.csv")  # Flake of every larger code but weighted
+    assert set(zip(groups["experiment"], groups["k"], groups["encoder"])) == {
+        ("cifar10-resnet", 4, "addition"), ("tinyimagenet-mobilenetv3", 4, "addition")}
+    assert (out / "accuracy" / "groups_flake_learning_curves.png").is_file()
 
 
 def test_beyond_the_paper_writes_approxifer_by_k_and_int8(smoke_results):
@@ -138,6 +152,14 @@ def test_beyond_the_paper_writes_approxifer_by_k_and_int8(smoke_results):
     assert {"method", "encoder", "k", "r", "n_unavailable", "degraded_top1", "extra_inferences_per_query",
             "flops_per_protected_query"} <= set(by_k.columns)
     assert {"approxifer", "pm", "flake"} <= set(by_k["method"])
+    learned = by_k[by_k["method"] != "approxifer"]
+    assert {(m, 4, 1) for m in ("pm", "flake")} <= set(zip(learned["method"], learned["k"], learned["r"]))
+    r2 = learned[learned["r"] == 2].set_index("n_unavailable")
+    assert set(r2.index) == {1, 2} and (r2["extra_inferences_per_query"] == 0.5).all()
+    two = json.loads((out / "accuracy" / "two_parity.json").read_text())
+    assert two["k"] == 4 and two["condition"] == pytest.approx(4.27, abs=0.01)
+    assert 0 <= two["two_top1"] <= 1 and two["n_two"] == 2 * 6 * two["n_groups"]
+    assert r2.loc[2, "degraded_top1"] == pytest.approx(two["two_top1"])
     int8 = json.loads((out / "accuracy" / "int8.json").read_text())
     assert {(r["model"], r["precision"]) for r in int8["rows"]} == {
         (m, p) for m in ("F", "PM", "Flake") for p in ("FP32", "INT8")}
@@ -182,7 +204,7 @@ def test_latency_benchmark_accounts_for_every_query(smoke_results):
     queries = pd.read_parquet(latency / "queries.parquet")
     table1 = pd.read_csv(latency / "table1.csv")
     assert list(table1.columns[:len(benchmark.TABLE1_COLUMNS)]) == benchmark.TABLE1_COLUMNS
-    assert set(table1["method"]) == {"none", "srp", "pm", "nkd", "flake", "hedge", "equal"}
+    assert set(table1["method"]) == {"none", "srp", "pm", "nkd", "flake", "hedge", "equal", "approxifer"}
     assert set(table1["faults"]) == {"injected", "none"} and set(table1["mode"]) == {"native"}
     assert set(table1.loc[table1["faults"] == "none", "method"]) == {"none"}  # the noise floor
     firsts = table1[table1["order"] == 0].sort_values("repeat")["method"].tolist()
@@ -192,8 +214,10 @@ def test_latency_benchmark_accounts_for_every_query(smoke_results):
         assert part["outcome"].notna().all()
     assert len(queries.groupby(["method", "repeat", "faults"])) == len(table1)
     assert (table1["gmm_ms"] >= table1["gpm_ms"]).all() and (table1["n_failed"] >= 0).all()
-    assert (table1["n_queries"] == table1[[f"n_{o}" for o in ("original", "reconstructed", "replica", "student",
-                                                              "hedge", "error", "failed")]].sum(axis=1)).all()
+    outcomes = ("original", "decoded", "reconstructed", "replica", "student", "hedge", "error", "failed")
+    assert (table1["n_queries"] == table1[[f"n_{o}" for o in outcomes]].sum(axis=1)).all()
+    approx = table1[table1["method"] == "approxifer"]
+    assert (approx["n_original"] == approx["n_retry"]).all()  # not systematic: F alone answers only a retry
     sweep = pd.read_csv(latency / "load_sweep.csv")
     assert list(sweep.columns[:len(benchmark.SWEEP_COLUMNS)]) == benchmark.SWEEP_COLUMNS
     assert set(sweep["mode"]) == {"native"}  # the smoke profile sweeps the native mode only

@@ -374,3 +374,71 @@ def test_latency_summary_by_hand():
         serving.poisson_arrivals(0, 5)
     arrivals = serving.poisson_arrivals(200, 20000, seed=0)
     assert np.all(np.diff(arrivals) > 0) and abs(20000 / arrivals[-1] - 200) < 10
+
+
+def _approxifer_offline(model, images, k, n_workers, kept=None):
+    """ApproxIFER done offline: each group of k encoded into n_workers coded queries, F on each, decoded
+    from the workers ``kept`` (all by default); the top class of every query."""
+    from flake_lib import approxifer
+
+    predicted = []
+    for start in range(0, len(images), k):
+        coded = approxifer.encode(images[start:start + k], n_workers)
+        results = _offline(model, coded)
+        use = np.arange(n_workers) if kept is None else np.asarray(kept)
+        predicted += list(approxifer.decode(results[use], use, k, n_workers).argmax(-1))
+    return np.asarray(predicted)
+
+
+def test_approxifer_decodes_every_group_as_offline_and_from_k_results_around_a_straggler(transport, linear_ir):
+    model, _ = linear_ir
+    n = 40
+    images, labels = _queries(n, seed=5)
+    delays = np.zeros(n)
+    delays[7] = 0.5  # member 1 of group 3: its coded query on F1 straggles far beyond the bound
+    records = serving.serve(transport, "approxifer", serving.Deployment(["F0", "F1"], ["R0"]), images, labels,
+                            serving.poisson_arrivals(100, n, seed=6), serving.FaultSchedule(delays),
+                            k=2, timing_bound_s=0.05)
+    _quiet(transport, 0.6)
+    counts = _answered_once(records, n)
+    assert counts["original"] == 0  # not systematic: no query is answered by F alone
+    full, without_f1 = _approxifer_offline(model, images, 2, 3), _approxifer_offline(model, images, 2, 3, kept=[0, 2])
+    for r in records:
+        if r["group"] < 3:  # before the straggler: all three results in, within the bound
+            assert r["outcome"] == "decoded" and r["predicted"] == full[r["query"]], r
+        elif r["outcome"] == "reconstructed":  # F1's queue is behind the straggler: decoded from F0 and R0
+            assert r["recovered_by"] == "coded" and r["predicted"] == without_f1[r["query"]], r
+            assert r["latency_ms"] < 400  # did not wait for the 500 ms straggler
+        else:
+            assert r["outcome"] == "decoded" and r["predicted"] == full[r["query"]], r
+    assert all(r["outcome"] == "reconstructed" for r in records if r["group"] == 3)
+
+
+def test_approxifer_eager_answers_from_the_first_k_results(transport, linear_ir):
+    n = 20
+    images, labels = _queries(n, seed=7)
+    delays = np.zeros(n)
+    delays[4] = 0.3
+    records = serving.serve(transport, "approxifer", serving.Deployment(["F0", "F1"], ["R0"]), images, labels,
+                            serving.poisson_arrivals(100, n, seed=8), serving.FaultSchedule(delays),
+                            k=2, timing_bound_s=None)
+    _quiet(transport, 0.4)
+    _answered_once(records, n)
+    group2 = [r for r in records if r["group"] == 2]
+    assert all(r["outcome"] == "reconstructed" and r["latency_ms"] < 250 for r in group2), group2
+
+
+def test_approxifer_survives_a_killed_instance(fresh, linear_ir):
+    n = 60
+    images, labels = _queries(n, seed=9)
+    arrivals = serving.poisson_arrivals(200, n, seed=10)
+    delays = np.zeros(n)
+    delays[21] = 1.0  # outstanding on F1 when it is killed
+    stats = {}
+    records = serving.serve(fresh, "approxifer", serving.Deployment(["F0", "F1"], ["R0"]), images, labels,
+                            arrivals, serving.FaultSchedule(delays, kills=[("F1", float(arrivals[22]))]),
+                            timing_bound_s=0.2, restart_delay_s=None, stats=stats)
+    _answered_once(records, n)
+    assert [w for w, _ in stats["deaths"]] == ["F1"]
+    after = [r for r in records if r["intended_s"] > stats["deaths"][0][1] + 0.01]
+    assert after and all(r["outcome"] == "reconstructed" for r in after)  # F0 and R0 still decode every group

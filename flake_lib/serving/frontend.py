@@ -40,6 +40,14 @@ Methods (all on the same arrivals and faults):
 ``hedge``   a duplicate to a replica after the hedging delay (passed as the timing bound)
 ``equal``   ParM's equal-resources baseline: the backup instances are more instances of ``F``,
             queries spread round-robin over all of them
+``approxi`` ApproxIFER (``approxifer``, training-free, not systematic): no query is sent alone; each
+``fer``     complete group of ``K = k`` queries becomes ``N = K + S`` Berrut-coded queries
+            (:mod:`flake_lib.approxifer`), one per instance of ``F`` (the ``k`` deployed ones and the
+            ``S`` parity instances, which run ``F`` too); every answer is decoded, from all ``N``
+            results (outcome ``decoded``), or from the first ``K`` once a member is unavailable
+            (eager: at once; outcome ``reconstructed``). A lost coded request is sent again to
+            another instance when fewer than ``K`` results can still arrive; with none left, the
+            members are sent alone to ``F`` (``retry``)
 ==========  ==================================================================================
 
 Every query ends with exactly one outcome (:data:`OUTCOMES`); ``recovered_by`` says what answered a
@@ -58,14 +66,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import coding
+from .. import approxifer, coding
 from .faults import FaultSchedule
 from .transport import Response, WorkerEvent
 
-METHODS = ("none", "srp", "pm", "flake", "nkd", "hedge", "equal")
-OUTCOMES = ("original", "reconstructed", "replica", "student", "hedge", "error", "failed")
+METHODS = ("none", "srp", "pm", "flake", "nkd", "hedge", "equal", "approxifer")
+OUTCOMES = ("original", "decoded", "reconstructed", "replica", "student", "hedge", "error", "failed")
 MIN_DEADLINE_S = 0.1  #: the default request deadline is max(2 × timing bound, this)
-KINDS = ("original", "parity", "partner", "replica", "student", "hedge")  #: request kinds
+KINDS = ("original", "parity", "partner", "replica", "student", "hedge", "coded")  #: request kinds
+GROUP_KINDS = ("parity", "coded")  #: request kinds owned by a coding group, not by one query
 
 _REQUEST_IDS = itertools.count()  # unique across runs, so a late answer of an earlier run is ignored
 
@@ -100,13 +109,14 @@ class RecoveryBudget:
 @dataclass
 class Request:
     rid: int
-    kind: str  #: original, parity, partner, replica, student, hedge
+    kind: str  #: original, parity, partner, replica, student, hedge, coded
     worker: str
-    owner: int  #: the query (the group for a parity request)
+    owner: int  #: the query (the group for a parity or coded request)
     deadline_s: float
     partners: tuple[int, ...] = ()  #: cached queries coded with the owner (partner requests)
     retry: bool = False  #: an original sent again after its instance died
     missed: bool = False
+    index: int = -1  #: the coded query's position ``0..N−1`` (ApproxIFER)
 
 
 @dataclass
@@ -119,6 +129,7 @@ class _Intent:
     payload: np.ndarray
     partners: tuple[int, ...] = ()
     waited: bool = False
+    index: int = -1
 
 
 def _deadlines(deadline_s, timing_bound_s) -> dict[str, float]:
@@ -140,6 +151,8 @@ class Policy:
     """``none``: no redundancy. An unavailable query waits for its original (sent again to a live
     instance of ``F`` if its own died)."""
 
+    systematic = True  #: each query is sent alone to an instance of ``F`` (all but ApproxIFER)
+
     def __init__(self, frontend: Frontend):
         self.fe = frontend
 
@@ -158,6 +171,9 @@ class Policy:
 
     def on_parity(self, g: int) -> None:
         """The parity output of group ``g`` has arrived."""
+
+    def on_coded(self, request: Request, output: np.ndarray) -> None:
+        """A coded query's result has arrived (ApproxIFER)."""
 
     def on_recovered(self, request: Request, output: np.ndarray) -> None:
         """A recovery request answered."""
@@ -320,8 +336,86 @@ class Flake(ParityModels):
         self.fe.settle(intent.owner)
 
 
+class ApproxIFER(ParityModels):
+    """``approxifer``: each complete group of ``K = k`` queries is sent as ``N = K + S`` Berrut-coded
+    queries to the ``k`` deployed instances and the ``S`` parity instances (all run ``F``); coded query
+    ``j < K`` goes to deployed instance ``j`` with the straggler delay of member ``j`` (the fault that
+    query would have met there). The group is decoded (:func:`flake_lib.approxifer.decode`) from all
+    ``N`` results, or from the ``K`` or more in once a member is unavailable (eager: as soon as ``K``
+    are in). A lost coded request goes to another instance when fewer than ``K`` results can still
+    arrive; with none left, the members are sent alone to ``F``. The last, incomplete group is padded
+    with its last query."""
+
+    systematic = False
+
+    def __init__(self, frontend: Frontend):
+        super().__init__(frontend)
+        self.coded: dict[int, np.ndarray] = {}
+        self.results: dict[int, dict[int, np.ndarray]] = collections.defaultdict(dict)
+        self.last_worker: dict[int, str] = {}  #: the instance whose result completed a group's decoding
+
+    def instances(self) -> list[str]:
+        return self.fe.deployment.deployed + self.fe.deployment.parity
+
+    def after_send(self, q: int) -> None:
+        fe = self.fe
+        if q % fe.k != fe.k - 1 and q != fe.n - 1:
+            return
+        g, workers = q // fe.k, self.instances()
+        members = self.members(g)
+        x = fe.images[members.start: members.stop]
+        if len(x) < fe.k:
+            x = np.concatenate([x, np.repeat(x[-1:], fe.k - len(x), axis=0)])
+        self.coded[g] = approxifer.encode(x, len(workers))
+        sent = 0
+        for j, worker in enumerate(workers):
+            if fe.alive.get(worker):
+                member = g * fe.k + j
+                delay = float(fe.faults.delays_s[member]) if j < fe.k and member < fe.n else 0.0
+                fe.send(worker, "coded", g, self.coded[g][j][None], delay, index=j)
+                sent += 1
+        if sent < fe.k:  # too few live instances to decode: the members go alone to F
+            for m in members:
+                fe.settle(m)
+
+    def on_coded(self, request: Request, output: np.ndarray) -> None:
+        self.results[request.owner].setdefault(request.index, output)
+        self.last_worker[request.owner] = request.worker
+        self.try_decode(request.owner)
+
+    def try_decode(self, g: int) -> None:
+        fe = self.fe
+        open_members = [m for m in self.members(g) if fe.records[m]["outcome"] is None]
+        have, n = self.results.get(g, {}), len(self.instances())
+        if not open_members or len(have) < fe.k:
+            return
+        full = len(have) == n
+        if not (full or fe.eager or any(fe.records[m]["unavailable"] for m in open_members)):
+            return
+        returned = sorted(have)
+        decoded = approxifer.decode(np.stack([np.asarray(have[j]).reshape(-1) for j in returned]),
+                                    np.asarray(returned), fe.k, n)
+        for m in open_members:
+            fe.answer(m, "decoded" if full else "reconstructed", decoded[m - g * fe.k], self.last_worker.get(g),
+                      recovered_by=None if full else "coded")
+
+    def can_answer(self, q: int) -> bool:
+        fe, g = self.fe, q // self.fe.k
+        coming = sum(1 for r in fe.parity_requests[g] if not fe.requests[r].missed)
+        return (fe.has_live_request(q, timely=True) or fe.intents[("coded", g)] > 0
+                or len(self.results.get(g, {})) + coming >= fe.k)
+
+    def on_lost(self, request: Request) -> None:
+        fe, g = self.fe, request.owner
+        if request.kind != "coded" or all(fe.records[m]["outcome"] is not None for m in self.members(g)):
+            return
+        coming = sum(1 for r in fe.parity_requests[g] if not fe.requests[r].missed)
+        if len(self.results.get(g, {})) + coming + fe.intents[("coded", g)] < fe.k:
+            fe.recover("coded", g, self.instances(), self.coded[g][request.index][None], index=request.index)
+
+
 POLICIES = {"none": Policy, "srp": Backup, "pm": ParityModels, "flake": Flake, "nkd": Student,
-            "hedge": Hedge, "equal": Equal}
+            "hedge": Hedge, "equal": Equal, "approxifer": ApproxIFER}
 
 
 # ----------------------------------------------------------------------------- frontend
@@ -363,12 +457,12 @@ class Frontend:
 
     # -- requests
     def send(self, worker: str, kind: str, owner: int, payload, delay_s: float = 0.0,
-             partners: tuple[int, ...] = (), retry: bool = False) -> Request:
+             partners: tuple[int, ...] = (), retry: bool = False, index: int = -1) -> Request:
         request = Request(next(_REQUEST_IDS), kind, worker, owner, self.now() + self.deadlines[kind],
-                          partners, retry)
+                          partners, retry, index=index)
         self.requests[request.rid] = request
         self.outstanding[worker].add(request.rid)
-        (self.parity_requests if kind == "parity" else self.owned)[owner].add(request.rid)
+        (self.parity_requests if kind in GROUP_KINDS else self.owned)[owner].add(request.rid)
         if kind != "original":
             self.tried[(kind, owner)].add(worker)  # a recovery of the same kind goes elsewhere next
         self.transport.send(worker, request.rid, payload, delay_s)
@@ -401,16 +495,16 @@ class Frontend:
 
     # -- recovery within the budget
     def recover(self, kind: str, owner: int, pool: list[str], payload: np.ndarray,
-                partners: tuple[int, ...] = ()) -> None:
+                partners: tuple[int, ...] = (), index: int = -1) -> None:
         """Queue a recovery request; :meth:`dispatch` sends it when the budget allows."""
-        intent = _Intent(kind, owner, pool, payload, partners)
+        intent = _Intent(kind, owner, pool, payload, partners, index=index)
         if not self._stale(intent):
-            self.intents[(kind, owner) if kind == "parity" else owner] += 1
+            self.intents[(kind, owner) if kind in GROUP_KINDS else owner] += 1
             self.backlog.append(intent)
             self.dispatch()
 
     def _stale(self, intent: _Intent) -> bool:
-        if intent.kind == "parity":
+        if intent.kind in GROUP_KINDS:
             return all(self.records[m]["outcome"] is not None for m in self.policy.members(intent.owner))
         return self.records[intent.owner]["outcome"] is not None
 
@@ -446,14 +540,15 @@ class Frontend:
             if self.token_rate is not None:
                 self.tokens -= 1
             worker = min(room, key=lambda w: len(self.outstanding[w]))
-            self.send(worker, intent.kind, intent.owner, intent.payload, partners=intent.partners)
+            self.send(worker, intent.kind, intent.owner, intent.payload, partners=intent.partners,
+                      index=intent.index)
             self.counts[f"recovery_{intent.kind}"] += 1
-            if intent.kind != "parity":
+            if intent.kind not in GROUP_KINDS:
                 self.records[intent.owner]["recovery_requests"] += 1
 
     def _pop_intent(self) -> None:
         intent = self.backlog.popleft()
-        self.intents[(intent.kind, intent.owner) if intent.kind == "parity" else intent.owner] -= 1
+        self.intents[(intent.kind, intent.owner) if intent.kind in GROUP_KINDS else intent.owner] -= 1
 
     # -- answers and unavailability
     def answer(self, q: int, outcome: str, output, worker: str | None, recovered_by: str | None = None) -> None:
@@ -498,7 +593,7 @@ class Frontend:
             request.missed = True
             self.missed_on[request.worker] += 1
             self.counts[f"deadline_missed_{request.kind}"] += 1
-            for q in self.policy.members(request.owner) if request.kind == "parity" else [request.owner]:
+            for q in self.policy.members(request.owner) if request.kind in GROUP_KINDS else [request.owner]:
                 self.records[q]["deadline_missed"] += 1
         if request.kind == "original":
             if final:
@@ -508,13 +603,16 @@ class Frontend:
                 self.settle(request.owner)
         else:
             self.policy.on_lost(request)
-            if final and request.kind != "parity":
+            if final and request.kind == "coded":
+                for q in self.policy.members(request.owner):
+                    self.settle(q)
+            elif final and request.kind != "parity":
                 self.settle(request.owner)
 
     def _forget(self, request: Request) -> None:
         del self.requests[request.rid]
         self.outstanding[request.worker].discard(request.rid)
-        (self.parity_requests if request.kind == "parity" else self.owned)[request.owner].discard(request.rid)
+        (self.parity_requests if request.kind in GROUP_KINDS else self.owned)[request.owner].discard(request.rid)
         if request.missed:
             self.missed_on[request.worker] -= 1
 
@@ -543,6 +641,8 @@ class Frontend:
         elif request.kind == "parity":
             self.parity_out[q] = (response.output, worker)
             self.policy.on_parity(q)
+        elif request.kind == "coded":
+            self.policy.on_coded(request, response.output)
         else:
             self.policy.on_recovered(request, response.output)
         self.dispatch()
@@ -591,6 +691,9 @@ class Frontend:
         if self.payloads is not None and not isinstance(self.payloads[i], np.ndarray):
             record["error"] = f"malformed query: {type(self.payloads[i]).__name__}"
             self.answer(i, "error", None, None)
+        elif not self.policy.systematic:  # sent as part of its coded group (after_send)
+            if self.timing_bound_s is not None:
+                self.at(self.arrivals[i] + self.timing_bound_s, "bound", i)
         else:
             pool = self.policy.pool()
             worker = pool[i % len(pool)]
@@ -633,7 +736,7 @@ class Frontend:
         n = len(arrivals)
         self.images, self.arrivals, self.faults, self.payloads, self.n = images, arrivals, faults, payloads, n
         self.drain_s, self.wall_s = drain_s, 0.0
-        coded = self.method in ("pm", "flake")
+        coded = self.method in ("pm", "flake", "approxifer")
         self.records = [dict(query=i, method=self.method, group=i // self.k if coded else None, instance=None,
                              intended_s=float(arrivals[i]), sent_s=None, answered_s=None, outcome=None,
                              predicted=None, label=int(labels[i]), delay_s=float(faults.delays_s[i]),
