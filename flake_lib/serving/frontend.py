@@ -423,8 +423,8 @@ POLICIES = {"none": Policy, "srp": Backup, "pm": ParityModels, "flake": Flake, "
 class Frontend:
     """One method's frontend over a transport; :meth:`run` serves one schedule and returns one
     record per query. After a run, ``busy_s[worker]`` (sum of ``finished − started`` of its answers),
-    ``compute_s[worker]`` and ``stats`` describe it: ``t0`` (``time.monotonic()`` at time 0 of the
-    run), ``wall_s``, ``busy_s``, ``compute_s``, ``utilisation`` (busy / wall), ``responses`` per
+    ``compute_s[worker]`` and ``stats`` describe it: ``t0`` (the clock at time 0 of the run:
+    ``time.monotonic()``, or the virtual time of a :mod:`.simulation`), ``wall_s``, ``busy_s``, ``compute_s``, ``utilisation`` (busy / wall), ``responses`` per
     worker; ``deaths`` and ``restarts`` as ``(worker, s)``; ``placement`` (each worker's CPU set);
     counters ``deadline_missed_<kind>``, ``recovery_<kind>`` (sent), ``recovery_deferred`` (waited
     for the budget), ``recovery_dropped`` (query answered first), ``recovery_impossible``,
@@ -433,7 +433,7 @@ class Frontend:
     def __init__(self, transport, method: str, deployment: Deployment, *, k: int = 2,
                  encoder: str = "addition", timing_bound_s: float | None = 0.05, cache_size: int = 64,
                  deadline_s: float | dict | None = None, recovery: RecoveryBudget | None = None,
-                 restart_delay_s: float | None = 1.0):
+                 restart_delay_s: float | None = 1.0, clock=None):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
         self.transport, self.method, self.deployment = transport, method, deployment
@@ -442,6 +442,7 @@ class Frontend:
         self.deadlines = _deadlines(deadline_s, timing_bound_s)
         self.budget = recovery or RecoveryBudget()
         self.restart_delay_s = restart_delay_s
+        self.clock = clock or getattr(transport, "clock", None) or time.monotonic  #: virtual in a simulation
         self.policy = POLICIES[method](self)
         self.workers = list(dict.fromkeys(deployment.deployed + deployment.parity + deployment.backup))
         self.busy_s: dict[str, float] = {}
@@ -450,7 +451,7 @@ class Frontend:
 
     # -- clock and timers
     def now(self) -> float:
-        return time.monotonic() - self.t0
+        return self.clock() - self.t0
 
     def at(self, t: float, kind: str, key) -> None:
         heapq.heappush(self.timers, (t, next(self.sequence), kind, key))
@@ -770,7 +771,7 @@ class Frontend:
                            else self.budget.rate_share * n / max(duration, 1e-9))
         self.tokens, self.token_time = float(self.budget.burst), 0.0
         events = faults.events()
-        self.t0 = time.monotonic()
+        self.t0 = self.clock()
         for w in self.workers:
             if not self.alive[w] and self.restart_delay_s is not None:
                 self.at(0.0, "restart", w)

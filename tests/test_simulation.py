@@ -1,0 +1,84 @@
+"""The discrete-event model: the real frontend over a simulated transport and a virtual clock gives
+latencies that can be computed by hand, freezes paused workers, reports deaths and restarts, and
+depends only on its seeds."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from flake_lib import serving
+from flake_lib.serving.simulation import SimulatedTransport
+
+MS = 1e-3
+
+
+def _transport(service_ms=1.0, link_ms=0.0, frontend_ms=0.0, workers=("F0", "F1", "P0", "R0"), **kwargs):
+    t = SimulatedTransport({"F": [service_ms * MS], "PM": [service_ms * MS]}, link_s=link_ms * MS,
+                           frontend_s=frontend_ms * MS, **kwargs)
+    t.start([serving.WorkerSpec(w, "PM" if w.startswith("P") else "F") for w in workers])
+    return t
+
+
+def _queries(n):
+    return np.zeros((n, 3, 4, 4), dtype=np.float32), np.zeros(n, dtype=int)
+
+
+def test_latency_of_an_idle_system_is_service_plus_links_plus_frontend():
+    images, labels = _queries(5)
+    arrivals = np.arange(1, 6) * 0.1  # far apart: no queueing
+    records = serving.serve(_transport(2.0, link_ms=0.5, frontend_ms=0.1), "none", serving.Deployment(["F0", "F1"]),
+                            images, labels, arrivals, serving.FaultSchedule(np.zeros(5)), drain_s=1.0)
+    # send (0.1 frontend) + link 0.5 + service 2 + link 0.5 + take (0.1 frontend) = 3.2 ms
+    assert [r["latency_ms"] for r in records] == pytest.approx([3.2] * 5, abs=1e-9)
+
+
+def test_queueing_on_one_instance_adds_up():
+    images, labels = _queries(4)
+    arrivals = np.zeros(4) + 0.01  # four queries at once, two per instance
+    records = serving.serve(_transport(5.0), "none", serving.Deployment(["F0", "F1"]), images, labels, arrivals,
+                            serving.FaultSchedule(np.zeros(4)), drain_s=1.0)
+    assert sorted(r["latency_ms"] for r in records) == pytest.approx([5, 5, 10, 10], abs=1e-9)
+
+
+def test_pm_rebuilds_a_straggler_at_the_timing_bound():
+    images, labels = _queries(4)
+    delays = np.array([0.0, 0.5, 0.0, 0.0])  # query 1 (on F1) straggles far beyond the bound
+    records = serving.serve(_transport(1.0), "pm", serving.Deployment(["F0", "F1"], ["P0"]), images, labels,
+                            np.array([0.01, 0.011, 0.1, 0.101]), serving.FaultSchedule(delays), timing_bound_s=0.01,
+                            drain_s=1.0)
+    rebuilt = records[1]
+    assert rebuilt["outcome"] == "reconstructed" and rebuilt["recovered_by"] == "parity"
+    assert rebuilt["latency_ms"] == pytest.approx(10.0, abs=1e-9)  # decoded the moment the bound passed
+    assert records[2]["latency_ms"] == pytest.approx(1.0)  # F0 is free; query 3 on F1 queues behind the straggler
+
+
+def test_a_paused_worker_freezes_its_request_and_a_killed_one_restarts():
+    t = _transport(1.0, startup_s=0.3)
+    images, labels = _queries(6)
+    arrivals = np.array([0.01, 0.02, 0.2, 0.21, 0.6, 0.61])
+    faults = serving.FaultSchedule(np.zeros(6), pauses=[("F1", 0.0195, 0.05)], kills=[("F0", 0.15)])
+    stats = {}
+    records = serving.serve(t, "srp", serving.Deployment(["F0", "F1"], backup=["R0"]), images, labels, arrivals,
+                            faults, timing_bound_s=0.01, restart_delay_s=0.05, drain_s=1.0, stats=stats)
+    assert Counter(r["outcome"] for r in records)["failed"] == 0
+    assert records[1]["outcome"] == "replica"  # F1 paused for 50 ms: the replica answered after the bound
+    assert [w for w, _ in stats["deaths"]] == ["F0"] and [w for w, _ in stats["restarts"]] == ["F0"]
+    death, restart = stats["deaths"][0][1], stats["restarts"][0][1]
+    assert restart - death == pytest.approx(0.05 + 0.3)  # restart delay, then the start-up time
+    assert records[4]["instance"] == "F0" and records[4]["outcome"] == "original"  # back in service
+
+
+def test_a_simulation_depends_only_on_its_seeds():
+    def run(seed):
+        t = SimulatedTransport({"F": np.linspace(0.5, 3.0, 50) * MS, "PM": np.linspace(0.5, 3.0, 50) * MS}, seed=seed)
+        t.start([serving.WorkerSpec(w, "PM" if w == "P0" else "F") for w in ("F0", "F1", "P0")])
+        images, labels = _queries(400)
+        delays = np.where(np.arange(400) % 37 == 0, 0.05, 0.0)
+        records = serving.serve(t, "flake", serving.Deployment(["F0", "F1"], ["P0"]), images, labels,
+                                serving.poisson_arrivals(400, 400, seed=1), serving.FaultSchedule(delays),
+                                timing_bound_s=0.01, drain_s=1.0)
+        return [(r["outcome"], r["latency_ms"]) for r in records]
+
+    assert run(3) == run(3)
+    assert run(3) != run(4)
