@@ -82,3 +82,30 @@ def test_a_simulation_depends_only_on_its_seeds():
 
     assert run(3) == run(3)
     assert run(3) != run(4)
+
+
+def test_workers_sharing_one_core_wait_for_it_and_padding_leaves_it_free():
+    images, labels = _queries(2)
+    arrivals = np.array([0.01, 0.01])  # one query to each instance at the same time
+    shared = serving.serve(_transport(4.0, cpus=1), "none", serving.Deployment(["F0", "F1"]), images, labels,
+                           arrivals, serving.FaultSchedule(np.zeros(2)), drain_s=1.0)
+    assert sorted(r["latency_ms"] for r in shared) == pytest.approx([4.0, 8.0])  # one core: one after the other
+    own = serving.serve(_transport(4.0), "none", serving.Deployment(["F0", "F1"]), images, labels, arrivals,
+                        serving.FaultSchedule(np.zeros(2)), drain_s=1.0)
+    assert [r["latency_ms"] for r in own] == pytest.approx([4.0, 4.0])  # a core (device) each
+    padded = _transport(1.0, cpus=1, pad_s={"F": 0.01})  # emulated device: 1 ms of compute, 10 ms of service
+    emulated = serving.serve(padded, "none", serving.Deployment(["F0", "F1"]), images, labels, arrivals,
+                             serving.FaultSchedule(np.zeros(2)), drain_s=1.0)
+    assert sorted(r["latency_ms"] for r in emulated) == pytest.approx([10.0, 11.0])  # the core is free while padding
+
+
+def test_a_paused_computing_worker_gives_its_core_back():
+    t = _transport(4.0, cpus=1)
+    images, labels = _queries(2)
+    faults = serving.FaultSchedule(np.zeros(2), pauses=[("F0", 0.012, 0.05)])
+    records = serving.serve(t, "none", serving.Deployment(["F0", "F1"]), images, labels, np.array([0.01, 0.0105]),
+                            faults, timing_bound_s=None, drain_s=1.0)
+    # F0 computes 2 ms, is stopped at 12 ms (2 ms left) and frees the core: F1 computes 12..16 ms;
+    # F0 resumes at 50 ms with its 2 ms left
+    assert records[1]["latency_ms"] == pytest.approx(16.0 - 10.5)
+    assert records[0]["latency_ms"] == pytest.approx(52.0 - 10.0)

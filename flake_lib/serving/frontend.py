@@ -424,8 +424,9 @@ class Frontend:
     """One method's frontend over a transport; :meth:`run` serves one schedule and returns one
     record per query. After a run, ``busy_s[worker]`` (sum of ``finished − started`` of its answers),
     ``compute_s[worker]`` and ``stats`` describe it: ``t0`` (the clock at time 0 of the run:
-    ``time.monotonic()``, or the virtual time of a :mod:`.simulation`), ``wall_s``, ``busy_s``, ``compute_s``, ``utilisation`` (busy / wall), ``responses`` per
-    worker; ``deaths`` and ``restarts`` as ``(worker, s)``; ``placement`` (each worker's CPU set);
+    ``time.monotonic()``, or the virtual time of a :mod:`.simulation`), ``wall_s``, ``busy_s``,
+    ``compute_s``, ``utilisation`` (busy / wall), ``responses`` per worker; ``deaths`` and
+    ``restarts`` as ``(worker, s)``; ``placement`` (each worker's CPU set);
     counters ``deadline_missed_<kind>``, ``recovery_<kind>`` (sent), ``recovery_deferred`` (waited
     for the budget), ``recovery_dropped`` (query answered first), ``recovery_impossible``,
     ``retries``."""

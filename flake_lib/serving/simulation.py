@@ -2,23 +2,25 @@
 over a simulated transport and a virtual clock.
 
 Nothing of the frontend is written twice: :func:`~.frontend.serve` runs unchanged on a
-:class:`SimulatedTransport`, whose ``clock()`` the frontend reads instead of ``time.monotonic``. The
-transport keeps each worker as a first-come-first-served queue in virtual time:
+:class:`SimulatedTransport`, whose ``clock()`` the frontend reads instead of ``time.monotonic``. Each
+worker is modelled as the real one (:func:`~.transport._worker_main`) serves, first come first served:
 
-- a request reaches its worker ``link_s`` after it was sent, waits for the worker, then occupies it
-  for its injected delay plus a **service time** drawn (seeded) from the worker's model's samples
-  (seconds; measured on the real workers), raised to ``pad_s`` in emulated-device mode; its response
-  reaches the frontend ``link_s`` after it finished;
-- each message the frontend sends or takes costs it ``frontend_s`` of virtual time (pickling, pipe
-  writes, its own rules): the measured frontend overhead;
-- ``pause`` freezes a worker (the request in service keeps its remaining time), ``resume`` thaws it;
-  ``kill`` drops its queue and reports ``WorkerEvent(worker, "exit")`` (as the end of a pipe is seen);
-  ``restart`` reports ``"ready"`` ``startup_s`` later.
+1. a request reaches its worker ``link_s`` after it was sent and waits for the worker;
+2. the worker sleeps the request's injected delay (a straggler);
+3. it computes for a **service time** drawn (seeded) from its model's samples (seconds, measured on
+   the real workers) on one of ``cpus`` shared cores (``None``: a core of its own, one device per
+   instance); a worker that finds every core busy waits for one (the OS scheduler, first come first
+   served);
+4. with device emulation it then sleeps until ``pad_s`` after its compute began;
+5. its response reaches the frontend ``link_s`` later.
 
-``receive(timeout)`` advances the clock to the next delivery or to ``now + timeout``, whichever is
-first, so a run of thousands of queries takes a fraction of a second and its result depends only on
-the seeds. What the model leaves out is named in its parameters: there is no CPU contention between
-workers (one device per instance) unless ``service`` samples carry it.
+Each message the frontend sends or takes costs it ``frontend_s`` of virtual time (pickling, pipe
+writes, its own rules). ``pause`` freezes a worker in whatever step it is (a computing worker gives its
+core back, as a stopped process does), ``resume`` thaws it; ``kill`` drops its queue and reports
+``WorkerEvent(worker, "exit")`` (as the end of a pipe is seen); ``restart`` reports ``"ready"``
+``startup_s`` later. ``receive(timeout)`` advances the clock to the next delivery or to
+``now + timeout``, so a run of thousands of queries takes well under a second of real time, and its
+result depends only on the seeds.
 """
 
 from __future__ import annotations
@@ -42,29 +44,31 @@ class _Worker:
     ready: bool = True
     paused: bool = False
     queue: collections.deque = field(default_factory=collections.deque)
-    current: tuple | None = None  #: (request_id, started, service_s, delay_s)
-    finish_at: float | None = None
-    remaining_s: float | None = None  #: service left when paused
-    generation: int = 0  #: bumped on pause and kill: a stale finish event is ignored
+    current: list | None = None  #: [request_id, started, service_s, compute_began]
+    step: str | None = None  #: delay, cpu (waiting for a core), compute, pad
+    step_end: float | None = None
+    left_s: float | None = None  #: time left in the step when paused
+    generation: int = 0  #: bumped on every pause and step: a stale timer is ignored
+    incarnation: int = 0  #: bumped on every kill and reset: requests sent before are lost
 
 
 class SimulatedTransport:
     """The transport interface of :class:`~.transport.ProcessTransport` in virtual time.
 
-    ``service``: ``{model: samples in seconds}``; ``model_of``: ``{worker: model}`` (default: the
-    worker's ``WorkerSpec.model_path``, so a spec names its model there); ``pad_s``:
-    ``{model: seconds}`` of device emulation; ``link_s``: one-way transport time of a message;
-    ``frontend_s``: frontend time per message sent or taken; ``startup_s``: restart time;
-    ``classes``: length of the (zero) outputs.
+    ``service``: ``{model: samples in seconds}``; a worker's model is its ``WorkerSpec.model_path``
+    (:meth:`flake_lib.benchmark.Bench.simulated` names models there); ``pad_s``: ``{model: seconds}``
+    of device emulation (or the spec's ``pad_to_s``); ``cpus``: cores the workers share (``None``: one
+    each); ``link_s``: one-way time of a message; ``frontend_s``: frontend time per message sent or
+    taken; ``startup_s``: restart time; ``classes``: length of the (zero) outputs.
     """
 
     def __init__(self, service: Mapping[str, Sequence[float]], *, pad_s: Mapping[str, float] | None = None,
-                 link_s: float = 0.0, frontend_s: float = 0.0, startup_s: float = 1.0, classes: int = 10,
-                 seed: int = 0):
+                 cpus: int | None = None, link_s: float = 0.0, frontend_s: float = 0.0, startup_s: float = 1.0,
+                 classes: int = 10, seed: int = 0):
         self.service = {m: np.asarray(v, dtype=float) for m, v in service.items()}
         if any(len(v) == 0 for v in self.service.values()):
             raise ValueError("every model needs at least one service-time sample")
-        self.pad_s = dict(pad_s or {})
+        self.pad_s, self.cpus = dict(pad_s or {}), cpus
         self.link_s, self.frontend_s, self.startup_s = float(link_s), float(frontend_s), float(startup_s)
         self.output = np.zeros(classes, dtype=np.float32)
         self.rng = np.random.default_rng(seed)
@@ -72,6 +76,8 @@ class SimulatedTransport:
         self.workers: dict[str, _Worker] = {}
         self.events: list = []  # (time, seq, kind, worker, data)
         self.sequence = itertools.count()
+        self.busy_cores = 0
+        self.waiting: collections.deque[str] = collections.deque()  # workers waiting for a core
         self.placement: dict[str, tuple[int, ...]] = {}
 
     # -- clock
@@ -90,11 +96,20 @@ class SimulatedTransport:
                 raise ValueError(f"worker {spec.name}: no service-time samples for model {model!r}")
             self.workers[spec.name] = _Worker(model, pad_s=max(spec.pad_to_s, self.pad_s.get(model, 0.0)))
 
+    def reset(self) -> None:
+        """Every worker alive, idle and empty, nothing in flight (between runs; the clock goes on)."""
+        self.events.clear()
+        self.waiting.clear()
+        self.busy_cores = 0
+        for name, w in self.workers.items():
+            self.workers[name] = _Worker(w.model, pad_s=w.pad_s, generation=w.generation + 1,
+                                         incarnation=w.incarnation + 1)
+
     def send(self, worker: str, request_id: int, payload, delay_s: float = 0.0) -> None:
         self.now += self.frontend_s
-        if worker in self.workers and self.workers[worker].alive:
-            self._at(self.now + self.link_s, "arrive", worker, (request_id, float(delay_s),
-                                                                 self.workers[worker].generation))
+        w = self.workers.get(worker)
+        if w is not None and w.alive:
+            self._at(self.now + self.link_s, "arrive", worker, (request_id, float(delay_s), w.incarnation))
 
     def receive(self, timeout: float):
         end = self.now + max(timeout, 0.0)
@@ -113,29 +128,39 @@ class SimulatedTransport:
         if w.paused or not w.alive:
             return
         w.paused = True
-        if w.current is not None and w.finish_at is not None:
-            w.remaining_s, w.finish_at = max(w.finish_at - self.now, 0.0), None
-            w.generation += 1
+        w.generation += 1
+        if w.step == "cpu":
+            self.waiting.remove(worker)
+        elif w.step is not None and w.step_end is not None:
+            w.left_s = max(w.step_end - self.now, 0.0)
+            if w.step == "compute":
+                self._free_core()
 
     def resume(self, worker: str) -> None:
         w = self.workers[worker]
         if not w.paused:
             return
         w.paused = False
-        if w.current is not None and w.remaining_s is not None:
-            w.finish_at, w.remaining_s = self.now + w.remaining_s, None
-            self._at(w.finish_at, "finish", worker, w.generation)
-        else:
+        if w.step is None:
             self._next(worker)
+        elif w.step == "cpu":
+            self._want_core(worker)
+        elif w.step == "compute":
+            w.step = "cpu"  # a stopped process that held a core must get one again
+            self._want_core(worker, w.left_s)
+        else:
+            self._enter(worker, w.step, w.left_s)
 
     def kill(self, worker: str) -> None:
         w = self.workers[worker]
         if not w.alive:
             return
-        w.alive = w.ready = w.paused = False
-        w.queue.clear()
-        w.current, w.finish_at, w.remaining_s = None, None, None
-        w.generation += 1
+        if w.step == "compute" and not w.paused:
+            self._free_core()
+        elif w.step == "cpu" and worker in self.waiting:
+            self.waiting.remove(worker)
+        self.workers[worker] = _Worker(w.model, pad_s=w.pad_s, alive=False, ready=False, generation=w.generation + 1,
+                                       incarnation=w.incarnation + 1)
         self._at(self.now, "exit", worker)
 
     def restart(self, worker: str) -> None:
@@ -144,8 +169,9 @@ class SimulatedTransport:
             return  # still starting
         if w.alive:
             self.kill(worker)
+            w = self.workers[worker]
         w.alive, w.ready = True, False
-        self._at(self.now + self.startup_s, "ready", worker, w.generation)
+        self._at(self.now + self.startup_s, "ready", worker, w.incarnation)
 
     def is_alive(self, worker: str) -> bool:
         w = self.workers.get(worker)
@@ -159,41 +185,85 @@ class SimulatedTransport:
         samples = self.service[model]
         return float(samples[self.rng.integers(len(samples))])
 
+    def _enter(self, worker: str, step: str, duration: float) -> None:
+        w = self.workers[worker]
+        w.generation += 1
+        w.step, w.step_end, w.left_s = step, self.now + duration, None
+        self._at(w.step_end, "step", worker, w.generation)
+
+    def _want_core(self, worker: str, compute_s: float | None = None) -> None:
+        w = self.workers[worker]
+        w.step, w.step_end = "cpu", None
+        if compute_s is not None:
+            w.left_s = compute_s
+        if self.cpus is None or self.busy_cores < self.cpus:
+            self._take_core(worker)
+        else:
+            self.waiting.append(worker)
+
+    def _take_core(self, worker: str) -> None:
+        w = self.workers[worker]
+        self.busy_cores += 1
+        left = w.left_s if w.left_s is not None else w.current[2]
+        if w.current[3] is None:
+            w.current[3] = self.now  # the compute began (device emulation pads from here)
+        self._enter(worker, "compute", left)
+
+    def _free_core(self) -> None:
+        self.busy_cores -= 1
+        if self.waiting:
+            self._take_core(self.waiting.popleft())
+
     def _next(self, worker: str) -> None:
         w = self.workers[worker]
         if w.current is not None or w.paused or not w.alive or not w.queue:
             return
         request_id, delay_s = w.queue.popleft()
-        service = max(self._draw(w.model), w.pad_s)
-        w.current = (request_id, self.now, service, delay_s)
-        w.finish_at = self.now + delay_s + service
-        self._at(w.finish_at, "finish", worker, w.generation)
+        w.current = [request_id, self.now, self._draw(w.model), None]
+        self._enter(worker, "delay", delay_s)
+
+    def _step_done(self, worker: str) -> Response | None:
+        w = self.workers[worker]
+        if w.step == "delay":
+            self._want_core(worker)
+            return None
+        if w.step == "compute":
+            self._free_core()
+            pad_left = w.current[3] + w.pad_s - self.now
+            if pad_left > 0:
+                self._enter(worker, "pad", pad_left)
+                return None
+        request_id, started, service, began = w.current
+        w.current, w.step, w.step_end, w.left_s = None, None, None, None
+        response = Response(worker, request_id, self.output, None, started, self.now,
+                            compute_s=service, service_s=self.now - began)
+        self._next(worker)
+        return response
 
     def _handle(self, kind: str, worker: str, data):
         w = self.workers[worker]
         if kind == "arrive":
-            request_id, delay_s, generation = data
-            if w.alive and generation == w.generation:  # not killed since it was sent
+            request_id, delay_s, incarnation = data
+            if w.alive and incarnation == w.incarnation:  # not killed since it was sent
                 w.queue.append((request_id, delay_s))
                 self._next(worker)
             return None
-        if kind == "finish":
-            if data != w.generation or w.current is None:
+        if kind == "step":
+            if data != w.generation or w.paused or not w.alive:
                 return None  # paused or killed meanwhile
-            request_id, started, service, delay_s = w.current
-            w.current, w.finish_at = None, None
-            response = Response(worker, request_id, self.output, None, started, self.now,
-                                compute_s=service, service_s=service)
-            self._next(worker)
-            self._at(self.now + self.link_s, "deliver", worker, response)
+            response = self._step_done(worker)
+            if response is not None:
+                self._at(self.now + self.link_s, "deliver", worker, response)
             return None
         if kind == "deliver":  # already on its way: read before a later death is seen
             return data
         if kind == "exit":
             return WorkerEvent(worker, "exit")
         if kind == "ready":
-            if data == w.generation and w.alive:
+            if data == w.incarnation and w.alive:
                 w.ready = True
+                self._next(worker)
                 return WorkerEvent(worker, "ready")
             return None
         raise ValueError(f"unknown event {kind!r}")
+
