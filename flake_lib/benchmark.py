@@ -138,9 +138,10 @@ def worker_specs(names: Sequence[str], model_paths: dict[str, str], mode: str, *
 
 
 def measure_service_ms(model_path: str, images: np.ndarray, *, device: str = "CPU", n: int = 200,
-                       warmup: int = 20, cpus: tuple[int, ...] | None = None) -> dict:
+                       warmup: int = 20, cpus: tuple[int, ...] | None = None, samples: bool = False) -> dict:
     """Median and p99 time of one inference (batch 1, one thread) of an exported model, in ms, on the
-    worker CPUs ``cpus`` (this process is pinned there while it measures)."""
+    worker CPUs ``cpus`` (this process is pinned there while it measures); with ``samples``, every
+    measured time too (``samples_ms``: the distribution a simulation draws from)."""
     from .runtime import CompiledModel
 
     previous = None
@@ -159,7 +160,8 @@ def measure_service_ms(model_path: str, images: np.ndarray, *, device: str = "CP
     finally:
         if previous is not None:
             os.sched_setaffinity(0, previous)
-    return {"service_median_ms": float(np.median(times)), "service_p99_ms": float(np.percentile(times, 99))}
+    summary = {"service_median_ms": float(np.median(times)), "service_p99_ms": float(np.percentile(times, 99))}
+    return {**summary, "samples_ms": [float(t) for t in times]} if samples else summary
 
 
 # ----------------------------------------------------------------------------- faults and schedules
@@ -693,6 +695,22 @@ class Bench:
     transport: serving.ProcessTransport | None = None
     startup_s: float = 0.0
 
+    @classmethod
+    def simulated(cls, mode: str, workers: Sequence[str], service_ms: dict[str, Sequence[float]], images: np.ndarray,
+                  labels: np.ndarray, *, cpus: int | None = None, link_ms: float = 0.0, frontend_ms: float = 0.0,
+                  startup_s: float = 1.0, seed: int = 0, **kwargs) -> Bench:
+        """The same experiment over the discrete-event model (:mod:`flake_lib.serving.simulation`): each
+        worker draws its model's service times from ``service_ms`` (samples, ms); ``cpus`` shared cores
+        (``None``: one per worker); ``link_ms`` one way per message; ``frontend_ms`` per message."""
+        from .serving.simulation import SimulatedTransport
+
+        transport = SimulatedTransport({m: np.asarray(v) / 1000 for m, v in service_ms.items()}, cpus=cpus,
+                                       link_s=link_ms / 1000, frontend_s=frontend_ms / 1000, startup_s=startup_s,
+                                       seed=seed)
+        bench = cls(mode, workers, {m: m for m in service_ms}, images, labels, transport=transport, **kwargs)
+        transport.start(worker_specs(bench.workers, bench.model_paths, mode, emulated_ms=bench.emulated_ms))
+        return bench
+
     def start(self) -> Bench:
         if self.transport is None:
             began = time.monotonic()
@@ -719,6 +737,9 @@ class Bench:
         idle (a barrier request to each — a malformed one, answered at once with an error — comes back
         after everything queued before it). Returns the seconds it took."""
         t = self.transport
+        if hasattr(t, "reset"):  # a simulation: every worker alive and idle at once
+            t.reset()
+            return 0.0
         began = time.monotonic()
         for w in self.workers:
             process = t.processes.get(w)

@@ -97,7 +97,8 @@ class SimulatedTransport:
             self.workers[spec.name] = _Worker(model, pad_s=max(spec.pad_to_s, self.pad_s.get(model, 0.0)))
 
     def reset(self) -> None:
-        """Every worker alive, idle and empty, nothing in flight (between runs; the clock goes on)."""
+        """Every worker alive, idle and empty, nothing in flight, the clock back at 0 (between runs)."""
+        self.now = 0.0
         self.events.clear()
         self.waiting.clear()
         self.busy_cores = 0
@@ -120,7 +121,9 @@ class SimulatedTransport:
             if message is not None:
                 self.now += self.frontend_s
                 return message
-        self.now = max(self.now, end)
+        # a timeout below the clock's resolution still moves it (else a caller that waits for a time
+        # it computed as now + a rounding error would wait forever)
+        self.now = max(self.now, end) if end > self.now or timeout <= 0 else float(np.nextafter(self.now, np.inf))
         return None
 
     def pause(self, worker: str) -> None:
