@@ -137,3 +137,46 @@ def test_the_load_sweep_and_capacity_search_run_on_the_model():
     again, _ = bm.run_load_sweep(bench, ["pm"], [150.0], schedule, bound_ms=10.0, tail_bound_ms=30.0,
                                  statistic="p99_ms", max_refinements=0)
     assert again[0]["p99_ms"] > 0
+
+
+def test_calibration_finds_the_link_that_made_the_measurement_and_validation_checks_it():
+    from flake_lib import benchmark as bm
+    from flake_lib import scaleout
+
+    parameters = {"straggler_rate_per_s": 2.0, "straggler_reference_ms": 20.0, "pause_rate_per_s": 0.0,
+                  "pause_ms": 100.0, "recovery": {"max_queue": 4, "rate_share": 0.25}}
+    service = {"F": np.full(20, 1.0), "PM": np.full(20, 1.0), "Flake": np.full(20, 0.5), "NKD": np.full(20, 0.5)}
+    methods = ["none", "pm", "flake"]
+    slowdowns = np.linspace(1.0, 5.0, 100)
+
+    def schedule(qps):
+        return bm.level_schedule(qps, 1.0, 64, scaleout.sweep_config(parameters), slowdowns, seed=5)
+
+    def bench(link):
+        return scaleout.model_bench("native", methods, service, parameters, link_ms=link, frontend_ms=0.0)
+
+    truth = scaleout.run_levels(bench(0.3), methods, [100.0, 300.0], schedule, bound_ms=10.0).assign(mode="native",
+                                                                                                         repeat=0)
+    link, grid = scaleout.calibrate(bench, methods, 100.0, schedule, truth[truth["qps"] == 100.0], 10.0,
+                                    [0.0, 0.1, 0.2, 0.3, 0.4])
+    assert link == 0.3 and grid["mean_abs_error_median"].min() == pytest.approx(0.0)
+    modelled = scaleout.run_levels(bench(link), methods, [100.0, 300.0], schedule, 10.0).assign(mode="native")
+    table = scaleout.validation(modelled, truth, calibration_qps={"native": 100.0}, knee_qps={"native": 250.0})
+    assert table["within_tolerance"].all() and set(table["load"]) == {100.0, 300.0}
+    assert table.loc[table["load"] == 300.0, "below_knee"].eq(False).all() and table["calibration"].sum() == 3
+
+
+def test_a_fleet_runs_every_method_with_one_frontend():
+    from flake_lib import scaleout
+
+    parameters = {"straggler_rate_per_s": 2.0, "straggler_reference_ms": 20.0, "pause_rate_per_s": 0.05,
+                  "pause_ms": 100.0, "emulated_ms": {"F": 4.0, "PM": 4.0, "Flake": 2.0, "NKD": 2.0}}
+    service = {m: np.full(10, 0.3) for m in ("F", "PM", "Flake", "NKD")}
+    rows = [scaleout.fleet_run(m, deployed=8, k=4, per_instance_qps=50.0, n_queries=800, service_ms=service,
+                               parameters=parameters, slowdowns=np.linspace(1, 5, 50), link_ms=0.1, frontend_ms=0.01,
+                               bound_ms=10.0) for m in scaleout.FLEET_METHODS]
+    by = {r["method"]: r for r in rows}
+    assert all(r["n_failed"] == 0 and r["qps"] == 400.0 for r in rows)
+    assert by["pm"]["redundant"] == 2 and by["none"]["redundant"] == 0
+    assert by["none"]["p99_ms"] > by["flake"]["p99_ms"]  # redundancy cuts the straggler tail
+    assert scaleout.fleet_frontends(100_000, 0.05) == 10
