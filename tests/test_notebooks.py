@@ -168,6 +168,26 @@ def test_beyond_the_paper_writes_approxifer_by_k_and_int8(smoke_results):
     assert (out / "beyond" / "by_k.png").is_file() and (out / "beyond" / "int8.md").is_file()
 
 
+def test_scale_out_validates_the_model_and_models_fleets(smoke_results):
+    import pandas as pd
+
+    from flake_lib import scaleout
+
+    out, _ = smoke_results
+    validation = pd.read_csv(out / "latency" / "sim_validation.csv")
+    assert {"load", "mode", "method", "measured_median_ms", "modelled_median_ms", "measured_p99_ms", "modelled_p99_ms",
+            "relative_error_median", "relative_error_p99", "tolerance_median", "tolerance_p99",
+            "within_tolerance"} <= set(validation.columns)
+    assert set(validation["mode"]) == {"native"}
+    assert validation["calibration"].any() and (~validation["calibration"]).any()
+    assert (validation["tolerance_median"] >= scaleout.TOLERANCE).all()
+    fleet = pd.read_csv(out / "latency" / "sim_fleet.csv")
+    assert set(fleet["fleet"]) == {4, 8} and set(fleet["method"]) == set(scaleout.FLEET_METHODS)
+    assert (fleet["frontends"] >= 1).all() and (fleet["n_queries"] == 400).all()
+    whatif = pd.read_csv(out / "latency" / "sim_whatif.csv")
+    assert whatif["scenario"].nunique() == 2 and (out / "latency" / "sim_validation.png").is_file()
+
+
 def test_table2_and_report_have_every_row(smoke_results):
     import pandas as pd
 
