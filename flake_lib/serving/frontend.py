@@ -27,28 +27,28 @@ shares:
 
 Methods (all on the same arrivals and faults):
 
-==========  ==================================================================================
-``none``    no redundancy: wait for ``F``
-``srp``     a replica of ``F`` re-runs an unavailable query
-``pm``      ``F_p(p) − Σ_{i≠j} F(x_i)`` with the PM parity model; a lost parity query is sent
-            again to another parity instance, else the query waits for its original
-``flake``   the same with Flake's compressed parity model; as soon as a group cannot be decoded
-            (its parity query lost or late, or two members unavailable) each unavailable member is
-            rebuilt with ``k − 1`` cached completed queries ``x_c`` as partners:
-            ``F_p(x + Σ_c x_c) − Σ_c F(x_c)``
-``nkd``     the compressed replica (NKD student) re-runs unavailable queries, one after another
-``hedge``   a duplicate to a replica after the hedging delay (passed as the timing bound)
-``equal``   ParM's equal-resources baseline: the backup instances are more instances of ``F``,
-            queries spread round-robin over all of them
-``approxi`` ApproxIFER (``approxifer``, training-free, not systematic): no query is sent alone; each
-``fer``     complete group of ``K = k`` queries becomes ``N = K + S`` Berrut-coded queries
-            (:mod:`flake_lib.approxifer`), one per instance of ``F`` (the ``k`` deployed ones and the
-            ``S`` parity instances, which run ``F`` too); every answer is decoded, from all ``N``
-            results (outcome ``decoded``), or from the first ``K`` once a member is unavailable
-            (eager: at once; outcome ``reconstructed``). A lost coded request is sent again to
-            another instance when fewer than ``K`` results can still arrive; with none left, the
-            members are sent alone to ``F`` (``retry``)
-==========  ==================================================================================
+==============  ==================================================================================
+``none``        no redundancy: wait for ``F``
+``srp``         a replica of ``F`` re-runs an unavailable query
+``pm``          ``F_p(p) − Σ_{i≠j} F(x_i)`` with the PM parity model; a lost parity query is sent
+                again to another parity instance, else the query waits for its original
+``flake``       the same with Flake's compressed parity model; as soon as a group cannot be decoded
+                (its parity query lost or late, or two members unavailable) each unavailable member is
+                rebuilt with ``k − 1`` cached completed queries ``x_c`` as partners:
+                ``F_p(x + Σ_c x_c) − Σ_c F(x_c)``
+``nkd``         the compressed replica (NKD student) re-runs unavailable queries, one after another
+``hedge``       a duplicate to a replica after the hedging delay (passed as the timing bound)
+``equal``       ParM's equal-resources baseline: the backup instances are more instances of ``F``,
+                queries spread round-robin over all of them
+``approxifer``  ApproxIFER (training-free, not systematic): no query is sent alone; each complete
+                group of ``K = k`` queries becomes ``N = K + S`` Berrut-coded queries
+                (:mod:`flake_lib.approxifer`), one per instance of ``F`` (the ``k`` deployed ones and
+                the ``S`` parity instances, which run ``F`` too); every answer is decoded, from all
+                ``N`` results (outcome ``decoded``), or from the first ``K`` once a member is
+                unavailable (eager: at once; outcome ``reconstructed``). A lost coded request is sent
+                again to another instance when fewer than ``K`` results can still arrive; with none
+                left, the members are sent alone to ``F`` (``retry``)
+==============  ==================================================================================
 
 Every query ends with exactly one outcome (:data:`OUTCOMES`); ``recovered_by`` says what answered a
 recovered one (``parity``, ``partner``, ``replica``, ``student``, ``hedge``, ``retry``).
