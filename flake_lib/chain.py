@@ -121,6 +121,11 @@ def run_chain(profile: str = "quick", only: str | None = None, mirror: str | Non
     mirror_path = data.resolve_mirror(mirror)
     if mirror_path is not None:
         os.environ[data.MIRROR_ENV] = str(mirror_path)  # the kernels inherit it
+    # the kernels import this checkout's flake_lib, even from an environment installed for another one
+    # (FLAKE_VENV shared between clones): the results then record the code that made them
+    root = str(NOTEBOOKS_DIR.parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join([root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                                                         if p and p != root])
     folder = profile
     if seed is not None and seed != params.get("seed"):
         params["seed"], folder = seed, f"{profile}-seed{seed}"

@@ -907,11 +907,11 @@ def x4_two_parity_vs_approxifer(results: Path) -> Verdict:
     (``r = 2``: PM on the sum and PM on the centred weighted sum) answer more accurately than the
     training-free ApproxIFER at the same extra inferences per query (``K = 4, S = 2``: 0.5).
 
-    Rule: the 95 % sampling interval of the ``r = 2`` code's top-1 on two unavailable members (every
+    Rule: the 95 % sampling interval of the r = 2 code's top-1 on two unavailable members (every
     pair of every test group, both rebuilt) minus ApproxIFER's degraded top-1 with two results missing:
     reproduced when it lies above 0, not when it lies below 0, inconclusive when it covers 0.
 
-    Why: at ``k = 4`` a code with one parity query cannot rebuild two unavailable members at all;
+    Why: at k = 4 a code with one parity query cannot rebuild two unavailable members at all;
     ApproxIFER can, without training, at the cost the ``r = 2`` code has. The condition number of the
     second code multiplies the parity models' errors, so the learned code could lose its edge here.
     """

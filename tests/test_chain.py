@@ -102,3 +102,28 @@ def test_notebook_defaults_are_the_quick_profile():
             if name in quick:
                 default = ast.literal_eval(parameter["default"])
                 assert default == quick[name], f"{nb.name}: {name} defaults to {default!r}, quick has {quick[name]!r}"
+
+
+def test_kernels_import_the_checkout_that_runs_them(tmp_path, monkeypatch):
+    """A notebook's kernel imports the flake_lib of the checkout the chain belongs to, also when the
+    environment was installed for another checkout (its editable install points elsewhere)."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    (tmp_path / "flake_lib").mkdir()
+    (tmp_path / "flake_lib" / "__init__.py").write_text("CHECKOUT = 'the one that runs'\n")
+    nb = new_notebook(cells=[new_code_cell("profile = 'smoke'  # profile"),
+                             new_code_cell("import flake_lib\nassert flake_lib.CHECKOUT == 'the one that runs'")])
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, notebooks / "00-imports.ipynb")
+    params = tmp_path / "params"
+    params.mkdir()
+    (params / "smoke.yaml").write_text("{}\n")
+    monkeypatch.setattr(chain, "NOTEBOOKS_DIR", notebooks)
+    monkeypatch.setattr(chain, "PARAMS_DIR", params)
+    monkeypatch.setenv("PYTHONPATH", "")
+    chain.run_chain("smoke", results_root=tmp_path / "r", progress=False)
+    assert (tmp_path / "r" / "executed" / "00-imports.ipynb").is_file()
