@@ -124,6 +124,13 @@ def _side(d: dict, point: float) -> str:
     return "above" if d["low"] > point else "below" if d["high"] < point else "covers"
 
 
+def _verdict_of(side: str, wanted: str = "above") -> str:
+    """*reproduced* when the interval lies on the ``wanted`` side of the decision point (:func:`_side`),
+    *not* when it lies on the other, *inconclusive* when it covers the point or there is none."""
+    other = {"above": "below", "below": "above"}[wanted]
+    return "reproduced" if side == wanted else "not" if side == other else "inconclusive"
+
+
 def _combine(parts: list[tuple[str, str, str]]) -> tuple[str, str]:
     """One verdict from labelled parts ``(label, verdict, detail)``: all alike → that verdict; some
     hold (reproduced or partly) → *partly*, naming them; none holds and one is contradicted → *not*;
@@ -373,7 +380,7 @@ def e3b_accuracy_kept(results: Path) -> Verdict:
         n = min(row.get("test_images") or 0, reference.get("test_images") or 0)
         d = stats.proportion_difference(row["degraded_top1"], n, reference["degraded_top1"], n)
         side = _side(d, -TOLERANCE)
-        parts.append((_label(row), {"above": "reproduced", "below": "not"}.get(side, "inconclusive"),
+        parts.append((_label(row), _verdict_of(side),
                       f"Flake − PM {_interval_pts(d)}"))
         ours.append(f"{_label(row)}: Flake {_pct(row['degraded_top1'])} vs PM {_pct(reference['degraded_top1'])}"
                     f" ({_interval_pts(d)})")
@@ -410,7 +417,7 @@ def e3c_flake_above_nkd(results: Path) -> Verdict:
         n = min(row.get("test_images") or 0, other.get("test_images") or 0)
         d = stats.proportion_difference(row["degraded_top1"], n, other["degraded_top1"], n)
         side = _side(d, 0.0)
-        parts.append((_label(row), {"above": "reproduced", "below": "not"}.get(side, "inconclusive"),
+        parts.append((_label(row), _verdict_of(side),
                       f"Flake − NKD {_interval_pts(d)}"))
         ours.append(f"{_label(row)}: Flake {_pct(row['degraded_top1'])} vs NKD {_pct(other['degraded_top1'])}")
     verdict, why = _combine(parts)
@@ -474,7 +481,7 @@ def e3d_loss_terms(results: Path) -> Verdict:
                 continue
             d = stats.paired_difference(diffs, [0.0] * len(diffs))
             side = _side(d, 0.0)
-            parts.append((label, {"above": "reproduced", "below": "not"}.get(side, "inconclusive"),
+            parts.append((label, _verdict_of(side),
                           f"{_interval_pts(d)} over {len(seeds)} seeds ({listed})"))
     verdict, why = _combine(parts)
     ours = "; ".join(f"{label}: {detail}" for label, _, detail in parts)
@@ -525,7 +532,7 @@ def _order(function, claim_id: str, statistic: str, name: str, results: Path) ->
             parts.append((label, "not run", f"no repeat with both {slower} and {faster} in latency/table1.csv"))
             continue
         verdict = ("inconclusive" if d["n"] < MIN_REPEATS else
-                   {"above": "reproduced", "below": "not"}.get(side, "inconclusive"))
+                   _verdict_of(side))
         detail = (f"{d['n']} repeat(s), fewer than {MIN_REPEATS}: per repeat "
                   + ", ".join(_ms(v) for v in d["differences"]) + " ms") if d["n"] < MIN_REPEATS else \
             f"interval {'covers' if side == 'covers' else 'excludes'} 0"
@@ -672,7 +679,7 @@ def e4d_fig6(results: Path) -> Verdict:
                           else "interval crosses the band's edge"))
         else:
             side = _side(d, band)
-            parts.append((label, {"above": "reproduced", "below": "not"}.get(side, "inconclusive"),
+            parts.append((label, _verdict_of(side),
                           {"above": "grows beyond the band", "below": "stays within the band"}.get(
                               side, "interval covers the band's edge")))
     verdict, why = _combine(parts)
@@ -718,7 +725,7 @@ def e4e_capacity(results: Path) -> Verdict:
             part = ("inconclusive", "a capacity is censored or missing: " + (r.get("note") or "no ratio"))
         else:
             side = _side({"low": r["low"], "high": r["high"], "n": 1}, 1.0)
-            part = ({"above": "reproduced", "below": "not"}.get(side, "inconclusive"),
+            part = (_verdict_of(side),
                     f"Flake/PM {r['ratio']:.2f} [{r['low']:.2f}, {r['high']:.2f}]")
         parts.append((mode, *part))
         ours.append(f"{mode}: PM {shown.get('pm', '—')}, Flake {shown.get('flake', '—')} qps"
@@ -820,7 +827,7 @@ def x1_approxifer_vs_pm(results: Path) -> Verdict:
         d = stats.proportion_difference(row["degraded_top1"], row["n_queries"] * row["n_missing_sets"],
                                         other["degraded_top1"], other.get("test_images") or 0)
         side = _side(d, 0.0)
-        parts.append((row.get("experiment"), {"above": "reproduced", "below": "not"}.get(side, "inconclusive"),
+        parts.append((row.get("experiment"), _verdict_of(side),
                       f"ApproxIFER − PM {_interval_pts(d)}"))
         ours.append(f"ApproxIFER {_pct(row['degraded_top1'])} vs PM {_pct(other['degraded_top1'])}")
     return _own_verdict(x1_approxifer_vs_pm, "X1", claim, paper_value, parts, ours,
@@ -858,7 +865,7 @@ def x2_int8_pm_accuracy(results: Path) -> Verdict:
             continue
         d = stats.proportion_difference(pm["top1"], pm["test_images"], flake["top1"], flake["test_images"])
         side = _side(d, -TOLERANCE)
-        parts.append((experiment, {"above": "reproduced", "below": "not"}.get(side, "inconclusive"),
+        parts.append((experiment, _verdict_of(side),
                       f"INT8 PM − FP32 Flake {_interval_pts(d)}"))
         ours.append(f"INT8 PM {_pct(pm['top1'])} vs FP32 Flake {_pct(flake['top1'])}")
     return _own_verdict(x2_int8_pm_accuracy, "X2", claim, paper_value, parts, ours,
@@ -893,7 +900,7 @@ def x3_int8_pm_speed(results: Path) -> Verdict:
             parts.append((experiment, "inconclusive", _diff_ms(d)))
         else:
             side = _side(d, 0.0)
-            parts.append((experiment, {"below": "reproduced", "above": "not"}.get(side, "inconclusive"),
+            parts.append((experiment, _verdict_of(side, "below"),
                           f"INT8 PM − FP32 Flake {_diff_ms(d)}"))
         ours.append(f"INT8 PM {table[('PM', 'INT8')].median():.3f} ms vs FP32 Flake "
                     f"{table[('Flake', 'FP32')].median():.3f} ms (median of rounds)")
@@ -931,7 +938,7 @@ def x4_two_parity_vs_approxifer(results: Path) -> Verdict:
         d = stats.proportion_difference(two["two_top1"], two["n_two"], row["degraded_top1"],
                                         row["n_queries"] * row["n_missing_sets"])
         side = _side(d, 0.0)
-        parts.append((row.get("experiment"), {"above": "reproduced", "below": "not"}.get(side, "inconclusive"),
+        parts.append((row.get("experiment"), _verdict_of(side),
                       f"r = 2 − ApproxIFER {_interval_pts(d)}"))
         ours.append(f"r = 2 {_pct(two['two_top1'])} (condition number {two['condition']:.2f}) vs ApproxIFER "
                     f"{_pct(row['degraded_top1'])}")
