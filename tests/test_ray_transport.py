@@ -63,8 +63,7 @@ class LocalCluster:
                    f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
                    f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={env_agent}"]
         if name == "head":
-            command += ["--head", f"--port={self.gcs_port}", "--include-dashboard=false",
-                        f"--ray-client-server-port={_free_ports(1)[0]}"]
+            command += ["--head", f"--port={self.gcs_port}", "--include-dashboard=false"]
         else:
             command += [f"--address={self.address}"]
         if resources:

@@ -365,7 +365,8 @@ def measure_detection(transport: RayTransport, worker: str, kills: int = 5, time
     transport's detection time."""
     times = []
     for _ in range(kills):
-        if not transport.is_alive(worker):
+        if not transport.is_alive(worker):  # dead (restarted here) or starting
+            transport.restart(worker)
             _wait_for(transport, worker, "ready", timeout_s)
         transport.kill(worker)
         killed = time.monotonic()
