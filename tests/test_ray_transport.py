@@ -8,6 +8,7 @@ which would end every Ray process of the machine), and none is left."""
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -166,6 +167,7 @@ def cluster():
             ray.shutdown()
         left = local.stop()
         assert not left, f"Ray processes left running: {[(p.pid, p.name()) for p in left]}"
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
