@@ -692,7 +692,7 @@ class Bench:
     restart_delay_s: float = 1.0
     recovery: serving.RecoveryBudget | None = None
     start_timeout_s: float = 300.0
-    transport: serving.ProcessTransport | None = None
+    transport: serving.ProcessTransport | None = None  #: or any transport of its interface (Ray, simulated)
     startup_s: float = 0.0
 
     @classmethod
@@ -742,11 +742,10 @@ class Bench:
             return 0.0
         began = time.monotonic()
         for w in self.workers:
-            process = t.processes.get(w)
-            if process is None or not process.is_alive():
-                t.restart(w)
-            else:
+            if t.is_alive(w):
                 t.resume(w)  # a pause window cut short by the end of a run
+            else:
+                t.restart(w)  # dead (restarted) or still starting (left to start): any transport
         barrier = np.zeros(1, dtype=np.float32)
         pending: dict[str, int | None] = {}
         while time.monotonic() < began + timeout_s:

@@ -4,6 +4,10 @@ load and seeded faults.
 - :mod:`.transport`: :class:`WorkerSpec` (one model instance: device, CPU set, device emulation),
   :class:`ProcessTransport` (``start / send / receive / pause / resume / kill / restart / is_alive /
   close``; one inbox and one response pipe per worker, a death seen as the end of its pipe).
+- :mod:`.ray_transport`: :class:`~.ray_transport.RayTransport`, the same interface over Ray actors on
+  edge nodes (placed by a custom resource per node, faults through a fault agent per node, a death
+  seen as Ray's error on the calls pending there); imported on first use (``serving.RayTransport``),
+  so that Ray is needed only by who uses it.
 - :mod:`.frontend`: :func:`serve` and :class:`Frontend` (coding groups, timing bound or eager
   decoding, request deadlines, dead-worker detection and restart, the recovery budget) with the
   per-method policies :data:`POLICIES` for :data:`METHODS`.
@@ -24,3 +28,11 @@ from .transport import ProcessTransport, Response, WorkerEvent, WorkerSpec
 __all__ = ["METHODS", "OUTCOMES", "POLICIES", "Deployment", "FaultSchedule", "Frontend", "ProcessTransport",
            "RecoveryBudget", "Request", "Response", "WorkerEvent", "WorkerSpec", "latency_summary",
            "poisson_arrivals", "serve"]
+
+
+def __getattr__(name: str):
+    if name == "RayTransport":  # Ray is imported only here
+        from .ray_transport import RayTransport
+
+        return RayTransport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -91,6 +91,27 @@ def _read_exact(fd: int, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def serve_one(spec: WorkerSpec, model, request_id: int, payload, delay_s: float) -> Response:
+    """One request as a worker serves it: sleep the injected delay, run the model, pad to
+    ``spec.pad_to_s`` (device emulation); a malformed query is answered with an error, not raised.
+    Shared by the worker processes here and the Ray actors of :mod:`.ray_transport`."""
+    started = time.monotonic()
+    if delay_s > 0:
+        time.sleep(delay_s)
+    begin = time.monotonic()
+    try:
+        output, error = model(payload)[0], None
+    except Exception as exc:  # noqa: BLE001 - a malformed query must not stop the worker
+        output, error = None, f"{type(exc).__name__}: {exc}"
+    compute = time.monotonic() - begin
+    if spec.pad_to_s > 0:
+        remaining = begin + spec.pad_to_s - time.monotonic()
+        if remaining > 0:
+            time.sleep(remaining)
+    finished = time.monotonic()
+    return Response(spec.name, request_id, output, error, started, finished, compute, finished - begin)
+
+
 def _worker_main(spec: WorkerSpec, inbox, outbox) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the frontend stops its workers
     placement = _pin(spec.cpus)
@@ -105,22 +126,7 @@ def _worker_main(spec: WorkerSpec, inbox, outbox) -> None:
             if header is None:  # the frontend closed the inbox
                 return
             request_id, payload, delay_s = pickle.loads(_read_exact(fd, _HEADER.unpack(header)[0]))
-            started = time.monotonic()
-            if delay_s > 0:
-                time.sleep(delay_s)
-            begin = time.monotonic()
-            try:
-                output, error = model(payload)[0], None
-            except Exception as exc:  # noqa: BLE001 - a malformed query must not stop the worker
-                output, error = None, f"{type(exc).__name__}: {exc}"
-            compute = time.monotonic() - begin
-            if spec.pad_to_s > 0:
-                remaining = begin + spec.pad_to_s - time.monotonic()
-                if remaining > 0:
-                    time.sleep(remaining)
-            finished = time.monotonic()
-            outbox.send(Response(spec.name, request_id, output, error, started, finished,
-                                 compute, finished - begin))
+            outbox.send(serve_one(spec, model, request_id, payload, delay_s))
     except (BrokenPipeError, EOFError, OSError):
         return  # the frontend went away
 

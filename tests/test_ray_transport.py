@@ -1,0 +1,284 @@
+"""The serving system over Ray actors (flake_lib.serving.ray_transport) on a local cluster of three
+nodes started with ``ray start`` as on real edge nodes: a head (the frontend's) and two edge nodes,
+each with its own custom resource (``edge0``, ``edge1``), temporary folder and a small object store.
+The workers run on the nodes their resources name, no query is lost, a worker killed on an edge node
+is found through Ray's error and its query rebuilt by parity, and ``Bench.settle`` brings it back. At
+the end exactly the processes these nodes started are stopped, by process id (never ``ray stop``,
+which would end every Ray process of the machine), and none is left."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+psutil = pytest.importorskip("psutil")
+
+from test_serving import _answered_once, _queries, _quiet  # noqa: E402
+
+from flake_lib import benchmark, runtime, serving  # noqa: E402
+from flake_lib.serving import ray_transport  # noqa: E402
+
+EDGES = ("edge0", "edge1")
+PLACEMENT = {"F0": "edge0", "P0": "edge0", "F1": "edge1", "R0": "edge1"}
+OBJECT_STORE_BYTES = 80 * 1024**2  # Ray's least is 75 MiB; /dev/shm may be small
+START_TIMEOUT_S = 90.0
+SHAPE = (3, 32, 32)
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+class LocalCluster:
+    """A head and edge nodes on this machine, each a ``ray start --block`` process of ours with its own
+    temporary folder under ``root``; :meth:`stop` ends them and everything they started, by pid."""
+
+    def __init__(self, root: Path):
+        self.root, self.starters, self.seen = root, {}, {}
+        self.gcs_port = _free_ports(1)[0]
+        self.address = f"127.0.0.1:{self.gcs_port}"
+
+    def start(self, name: str, resources: dict | None = None) -> None:
+        manager, objects, agent, agent_grpc, metrics, env_agent = _free_ports(6)
+        command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--disable-usage-stats",
+                   "--node-ip-address=127.0.0.1", "--num-cpus=0", "--num-gpus=0",
+                   f"--object-store-memory={OBJECT_STORE_BYTES}", f"--temp-dir={self.root / name}",
+                   f"--node-manager-port={manager}", f"--object-manager-port={objects}",
+                   f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+                   f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={env_agent}"]
+        if name == "head":
+            command += ["--head", f"--port={self.gcs_port}", "--include-dashboard=false"]
+        else:
+            command += [f"--address={self.address}"]
+        if resources:
+            command.append(f"--resources={json.dumps(resources)}")
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        with open(self.root / f"{name}.log", "w") as log:
+            self.starters[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
+                                                   start_new_session=True, env=env)
+
+    def wait_for_head(self, timeout_s: float) -> None:
+        """Until the head has made its session folder (its GCS is up then)."""
+        end = time.monotonic() + timeout_s
+        while not (self.root / "head" / "session_latest").exists():
+            if time.monotonic() > end or self.starters["head"].poll() is not None:
+                raise RuntimeError(f"the head did not start: {(self.root / 'head.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+
+    def wait_for_nodes(self, n: int, timeout_s: float) -> list[dict]:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            for name, process in self.starters.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"ray start of {name} ended: {(self.root / f'{name}.log').read_text()[-2000:]}")
+            nodes = [node for node in ray.nodes() if node["Alive"]]
+            if len(nodes) >= n:
+                return nodes
+            time.sleep(0.5)
+        raise TimeoutError(f"{n} nodes not up within {timeout_s} s")
+
+    def processes(self) -> list:
+        """Every live process these nodes started: the starters, their descendants, and any process
+        that names our temporary folder (and its descendants), in case one was handed to init."""
+        found = {}
+        for process in self.starters.values():
+            try:
+                found[process.pid] = psutil.Process(process.pid)
+            except psutil.NoSuchProcess:
+                pass
+        for p in psutil.process_iter(["cmdline"]):
+            if str(self.root) in " ".join(p.info["cmdline"] or ()):
+                found[p.pid] = p
+        for p in list(found.values()):
+            try:
+                found.update({c.pid: c for c in p.children(recursive=True)})
+            except psutil.NoSuchProcess:
+                pass
+        self.seen.update(found)
+        return [p for p in found.values() if _running(p)]
+
+    def track(self, pids) -> None:
+        """Count these processes (e.g. the workers' actors) as ours too."""
+        for pid in pids:
+            try:
+                self.seen[pid] = psutil.Process(pid)
+            except psutil.NoSuchProcess:
+                pass
+
+    def stop(self, timeout_s: float = 30.0) -> list:
+        """SIGTERM, then SIGKILL after ``timeout_s``, to exactly our processes; the ones left."""
+        ours = self.processes()
+        for p in ours:
+            _signal(p, signal.SIGTERM)
+        _, alive = psutil.wait_procs(ours, timeout=timeout_s)
+        for p in alive + self.processes():
+            _signal(p, signal.SIGKILL)
+        psutil.wait_procs(list(self.seen.values()), timeout=10)
+        for process in self.starters.values():
+            process.wait(timeout=10)
+        return [p for p in list(self.seen.values()) + self.processes() if _running(p)]
+
+
+def _running(p) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _signal(p, signum) -> None:
+    try:
+        p.send_signal(signum)  # psutil checks that the pid is still that process
+    except psutil.NoSuchProcess:
+        pass
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    root = Path(tempfile.mkdtemp(prefix="flkray", dir="/tmp"))  # short: socket paths must stay < 108 bytes
+    local = LocalCluster(root)
+    try:
+        local.start("head")
+        local.wait_for_head(START_TIMEOUT_S)
+        for name in EDGES:
+            local.start(name, {name: 1})
+        ray.init(address=local.address, _node_ip_address="127.0.0.1", log_to_driver=False)
+        local.nodes = local.wait_for_nodes(1 + len(EDGES), START_TIMEOUT_S)
+        yield local
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        left = local.stop()
+        assert not left, f"Ray processes left running: {[(p.pid, p.name()) for p in left]}"
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def linear_ir(tmp_path_factory):
+    """A linear F (no bias), used as parity model too: the addition code is exact."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(np.prod(SHAPE)), 5, bias=False)).eval()
+    path = tmp_path_factory.mktemp("ir") / "linear.xml"
+    runtime.export(model, torch.zeros(1, *SHAPE), path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def transport(cluster, linear_ir):
+    t = ray_transport.RayTransport(PLACEMENT, ship_models=True)
+    t.start([serving.WorkerSpec(name, linear_ir) for name in PLACEMENT])
+    yield t
+    cluster.track(t.pids.values())
+    t.close()
+
+
+def test_each_worker_runs_on_the_edge_node_of_its_resource(cluster, transport):
+    by_resource = {edge: node["NodeID"] for node in cluster.nodes for edge in EDGES if edge in node["Resources"]}
+    assert len(set(by_resource.values())) == len(EDGES)  # one node per edge resource
+    frontend_node = ray.get_runtime_context().get_node_id()
+    for worker, edge in PLACEMENT.items():
+        assert transport.nodes[worker] == by_resource[edge] != frontend_node
+        assert transport.input_shapes[worker] == (1, *SHAPE)
+    assert transport.nodes["F0"] != transport.nodes["F1"]
+    assert len(set(transport.pids.values())) == len(PLACEMENT)
+    assert set(transport.agents) == set(by_resource.values())  # one fault agent per node with workers
+    for name in ("head", *EDGES):  # every node keeps its files in its own temporary folder
+        assert list((cluster.root / name).glob("session_*")), name
+
+
+def test_a_worker_serves_its_calls_one_at_a_time_in_the_order_sent(transport):
+    images, _ = _queries(6, seed=3)
+    ids = [-1000 - i for i in range(6)]  # negative: never a frontend's
+    for i, request_id in enumerate(ids):
+        transport.send("F0", request_id, images[i][None], delay_s=0.02)
+    responses, end = [], time.monotonic() + 30
+    while len(responses) < len(ids) and time.monotonic() < end:
+        message = transport.receive(0.5)
+        if isinstance(message, serving.Response) and message.request_id in ids:
+            responses.append(message)
+    by_start = sorted(responses, key=lambda r: r.started)
+    assert [r.request_id for r in by_start] == ids
+    assert all(b.started >= a.finished for a, b in zip(by_start, by_start[1:]))
+    assert all(r.error is None and r.finished - r.started >= 0.02 for r in responses)
+
+
+def test_no_query_is_lost_under_stragglers_and_a_remote_pause(transport):
+    n = 80
+    images, labels = _queries(n, seed=20)
+    arrivals = serving.poisson_arrivals(100, n, seed=21)
+    delays = np.zeros(n)
+    delays[[9, 30, 51]] = 0.3  # stragglers far beyond the bound, on F1 (odd) and F0 (even)
+    records = serving.serve(transport, "pm", serving.Deployment(["F0", "F1"], ["P0"]), images, labels, arrivals,
+                            serving.FaultSchedule(delays), timing_bound_s=0.05)
+    _quiet(transport, 0.4)
+    counts = _answered_once(records, n)
+    assert counts["reconstructed"] >= 3 and set(counts) <= {"original", "reconstructed"}
+    pause = (float(arrivals[10]), float(arrivals[10]) + 0.3)  # F1 stopped on its edge node (SIGSTOP, SIGCONT)
+    records = serving.serve(transport, "srp", serving.Deployment(["F0", "F1"], backup=["R0"]), images, labels,
+                            arrivals, serving.FaultSchedule(np.zeros(n), pauses=[("F1", *pause)]),
+                            timing_bound_s=0.03)
+    counts = _answered_once(records, n)
+    during = [r for r in records if r["instance"] == "F1" and pause[0] <= r["intended_s"] < pause[1] - 0.05]
+    assert during and all(r["outcome"] == "replica" for r in during)
+    assert set(counts) <= {"original", "replica"}
+
+
+def test_kill_on_an_edge_node_is_found_by_rays_error_and_recovered_by_parity(transport):
+    n = 80
+    images, labels = _queries(n)
+    arrivals = serving.poisson_arrivals(200, n, seed=1)
+    delays = np.zeros(n)
+    delays[29] = 1.0  # on F1, outstanding when F1 is killed at query 30's time
+    stats = {}
+    records = serving.serve(transport, "pm", serving.Deployment(["F0", "F1"], ["P0"]), images, labels, arrivals,
+                            serving.FaultSchedule(delays, kills=[("F1", float(arrivals[30]))]),
+                            timing_bound_s=0.2, restart_delay_s=None, stats=stats)
+    _answered_once(records, n)
+    (worker, death_s), = stats["deaths"]
+    assert worker == "F1" and death_s >= arrivals[30]
+    assert "RayActorError" in transport.errors["F1"] or "ActorDied" in transport.errors["F1"]
+    assert not psutil.pid_exists(transport.pids["F1"]) or not _running(psutil.Process(transport.pids["F1"]))
+    assert not [r for r in records if r["instance"] == "F1" and r["sent_s"] > death_s]  # no routing there
+    lost = [r for r in records if r["lost"]]
+    assert 29 in {r["query"] for r in lost} and all(r["instance"] == "F1" for r in lost)
+    for r in lost:  # group decodable (F0 and P0 alive): rebuilt as soon as the death is known
+        assert r["outcome"] == "reconstructed" and r["recovered_by"] == "parity", r
+        assert r["answered_s"] - death_s < 0.1
+
+
+def test_detection_time_and_settle_bring_killed_workers_back(cluster, transport, linear_ir):
+    killed_pid = transport.pids["F1"]
+    times = ray_transport.measure_detection(transport, "F1", kills=3)
+    summary = ray_transport.detection_summary(times)
+    print(f"dead-actor detection after SIGKILL: {summary}")
+    assert len(times) == 3 and all(0 < t < 60 for t in times)
+    assert transport.is_alive("F1") and transport.pids["F1"] != killed_pid
+    assert transport.nodes["F1"] == transport.nodes["R0"]  # back on its edge node
+    transport.kill("F0")  # not yet seen dead: settle finds it through its barrier and restarts it
+    images, labels = _queries(8)
+    bench = benchmark.Bench("native", list(PLACEMENT), {"F": linear_ir}, images, labels, transport=transport)
+    bench.settle(timeout_s=60.0)
+    assert all(transport.is_alive(w) for w in PLACEMENT)
+    records = serving.serve(transport, "none", serving.Deployment(["F0", "F1"]), images, labels,
+                            serving.poisson_arrivals(50, 8, seed=2), serving.FaultSchedule(np.zeros(8)))
+    _answered_once(records, 8)
+    assert Counter(r["answered_by"] for r in records) == {"F0": 4, "F1": 4}
