@@ -164,6 +164,49 @@ def measure_service_ms(model_path: str, images: np.ndarray, *, device: str = "CP
     return {**summary, "samples_ms": [float(t) for t in times]} if samples else summary
 
 
+def measure_link_ms(model_path: str, images: np.ndarray, gaps_ms: Sequence[float], *, n: int = 100,
+                    device: str = "CPU", frontend_cpus: tuple[int, ...] | None = None,
+                    worker_cpus: tuple[int, ...] | None = None, seed: int = 0) -> pd.DataFrame:
+    """The one-way time of a message between the frontend and a worker process after both were idle
+    for a gap, through the real :class:`~flake_lib.serving.ProcessTransport` (pickling, pipes, the
+    wake-up of a sleeping process and core). For each gap ``g`` (``n`` times, gaps interleaved in a
+    seeded order): wait idle until ``intended = now + g`` (as the frontend waits for an arrival), send
+    one query, wait for its answer; ``one_way = (answered − intended − service) / 2`` with the
+    worker's own ``service`` time. Returns ``gap_ms, one_way_ms`` (every sample)."""
+    transport = serving.ProcessTransport()
+    transport.start([serving.WorkerSpec("L0", model_path, device, threads=1, cpus=worker_cpus)])
+    previous = os.sched_getaffinity(0) if frontend_cpus and hasattr(os, "sched_setaffinity") else None
+    if previous is not None:
+        os.sched_setaffinity(0, set(frontend_cpus))
+    rows = []
+    try:
+        order = np.random.default_rng(seed).permutation(np.repeat(np.asarray(gaps_ms, dtype=float), n))
+        for i, gap in enumerate(order):
+            intended = time.monotonic() + gap / 1000
+            while time.monotonic() < intended:
+                transport.receive(intended - time.monotonic())
+            transport.send("L0", i, images[i % len(images)][None])
+            message = None
+            while not isinstance(message, serving.Response):
+                message = transport.receive(5.0)
+            answered = time.monotonic()
+            rows.append({"gap_ms": float(gap), "one_way_ms": 1000 * (answered - intended - message.service_s) / 2})
+    finally:
+        transport.close()
+        if previous is not None:
+            os.sched_setaffinity(0, previous)
+    return pd.DataFrame(rows)
+
+
+def link_curve(samples_ms: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(gaps_s, one_way_s)``: the median one-way time per gap of :func:`measure_link_ms`'s samples,
+    in seconds, as :class:`~flake_lib.serving.simulation.SimulatedTransport` takes it (``None``: none)."""
+    if samples_ms is None:
+        return None
+    by_gap = samples_ms.groupby("gap_ms")["one_way_ms"].median()
+    return by_gap.index.to_numpy(float) / 1000, by_gap.to_numpy(float) / 1000
+
+
 # ----------------------------------------------------------------------------- faults and schedules
 
 @dataclass(frozen=True)
@@ -694,19 +737,25 @@ class Bench:
     start_timeout_s: float = 300.0
     transport: serving.ProcessTransport | None = None  #: or any transport of its interface (Ray, simulated)
     startup_s: float = 0.0
+    engine: str = "process"  #: what :meth:`start` starts: ``process`` (worker processes here) or ``ray`` (actors)
+    ray_address: str | None = None  #: the Ray cluster to join (``None``: ``RAY_ADDRESS``, else a local one)
+    ray_placement: dict[str, str] | None = None  #: worker -> custom resource of its node (``ray`` only)
 
     @classmethod
     def simulated(cls, mode: str, workers: Sequence[str], service_ms: dict[str, Sequence[float]], images: np.ndarray,
-                  labels: np.ndarray, *, cpus: int | None = None, link_ms: float = 0.0, frontend_ms: float = 0.0,
-                  startup_s: float = 1.0, seed: int = 0, **kwargs) -> Bench:
+                  labels: np.ndarray, *, cpus: int | None = None, sharing: str = "time", link_ms: float = 0.0,
+                  link_curve_ms: pd.DataFrame | None = None, frontend_ms: float = 0.0, startup_s: float = 1.0,
+                  seed: int = 0, **kwargs) -> Bench:
         """The same experiment over the discrete-event model (:mod:`flake_lib.serving.simulation`): each
         worker draws its model's service times from ``service_ms`` (samples, ms); ``cpus`` shared cores
-        (``None``: one per worker); ``link_ms`` one way per message; ``frontend_ms`` per message."""
+        (``None``: one per worker) shared by ``sharing``; ``link_ms`` one way per message, plus
+        ``link_curve_ms`` (``gap_ms, one_way_ms``, as :func:`measure_link_ms` returns: its median per
+        gap) at the receiver's idle time; ``frontend_ms`` per message."""
         from .serving.simulation import SimulatedTransport
 
         transport = SimulatedTransport({m: np.asarray(v) / 1000 for m, v in service_ms.items()}, cpus=cpus,
-                                       link_s=link_ms / 1000, frontend_s=frontend_ms / 1000, startup_s=startup_s,
-                                       seed=seed)
+                                       sharing=sharing, link_s=link_ms / 1000, link_curve=link_curve(link_curve_ms),
+                                       frontend_s=frontend_ms / 1000, startup_s=startup_s, seed=seed)
         bench = cls(mode, workers, {m: m for m in service_ms}, images, labels, transport=transport, **kwargs)
         transport.start(worker_specs(bench.workers, bench.model_paths, mode, emulated_ms=bench.emulated_ms))
         return bench
@@ -714,7 +763,13 @@ class Bench:
     def start(self) -> Bench:
         if self.transport is None:
             began = time.monotonic()
-            self.transport = serving.ProcessTransport(start_timeout_s=self.start_timeout_s)
+            if self.engine == "process":
+                self.transport = serving.ProcessTransport(start_timeout_s=self.start_timeout_s)
+            elif self.engine == "ray":  # the IR files travel with the actors: no shared folder on the nodes
+                self.transport = serving.RayTransport(self.ray_placement, address=self.ray_address or None,
+                                                      ship_models=True, start_timeout_s=self.start_timeout_s)
+            else:
+                raise ValueError(f"engine {self.engine!r}: process or ray")
             self.transport.start(worker_specs(self.workers, self.model_paths, self.mode,
                                               emulated_ms=self.emulated_ms, device=self.device,
                                               cpus=self.worker_cpus))
@@ -903,3 +958,48 @@ def write_queries(queries: pd.DataFrame, path) -> None:
     table.to_parquet(path, index=False, compression="zstd", compression_level=9, use_dictionary=text,
                      column_encoding={**{c: "BYTE_STREAM_SPLIT" for c in times},
                                       **{c: "DELTA_BINARY_PACKED" for c in ids}})
+
+
+def abba_order(engines: Sequence[str], repeats: int) -> list[tuple[str, int]]:
+    """``(engine, repeat)`` in ABBA order (``A B B A A B …`` for two engines): a drift that is linear
+    in time moves both engines alike, and each engine's runs come in blocks (one start-up per block)."""
+    order = []
+    for repeat in range(repeats):
+        order += [(engine, repeat) for engine in (engines if repeat % 2 == 0 else list(reversed(engines)))]
+    return order
+
+
+def engine_comparison(open_bench: Callable, methods: Sequence[str], schedule: Schedule, *, bound_ms: float,
+                      engines: Sequence[str] = ("process", "ray"), repeats: int = 2,
+                      log: Callable[[str], None] = print) -> pd.DataFrame:
+    """The same methods on the same schedule (arrivals, images, faults) through each engine, in
+    :func:`abba_order`; ``open_bench(engine)`` is a context manager yielding a started :class:`Bench` (kept
+    for consecutive runs of an engine). One row per run: the run's summary, ``engine`` and ``repeat``."""
+    rows = []
+    for engine, block in itertools.groupby(abba_order(engines, repeats), key=lambda entry: entry[0]):
+        with open_bench(engine) as bench:
+            for _, repeat in block:
+                for method in methods:
+                    _, info = bench.run(method, schedule, bound_ms=bound_ms)
+                    info = {k: v for k, v in info.items() if k != "restart_times"}
+                    rows.append({"engine": engine, "repeat": repeat, **info})
+                    log(f"{engine:7s} repeat {repeat} {method:6s}: median {info['median_ms']:.3f} ms, "
+                        f"p99.9 {info['p999_ms']:.2f} ms, GMM {info['gmm_ms']:.1f}, GPM {info['gpm_ms']:.2f}, "
+                        f"failed {info['n_failed']}")
+    return pd.DataFrame(rows)
+
+
+def engine_overhead(runs: pd.DataFrame, base: str = "process", other: str = "ray",
+                    statistics: Sequence[str] = ("median_ms", "p999_ms", "gmm_ms", "gpm_ms")) -> pd.DataFrame:
+    """Per method and statistic: the median over repeats on each engine and the paired difference
+    ``other − base`` within each repeat (median, min and max over repeats): what the engine adds."""
+    rows = []
+    for method, part in runs.groupby("method", sort=False):
+        by = part.pivot_table(index="repeat", columns="engine", values=list(statistics))
+        for statistic in statistics:
+            difference = by[(statistic, other)] - by[(statistic, base)]
+            rows.append({"method": method, "statistic": statistic, base: float(by[(statistic, base)].median()),
+                         other: float(by[(statistic, other)].median()), "difference": float(difference.median()),
+                         "difference_min": float(difference.min()), "difference_max": float(difference.max()),
+                         "repeats": len(difference)})
+    return pd.DataFrame(rows)

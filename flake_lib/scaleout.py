@@ -7,9 +7,12 @@ The model is the real frontend and policies over :class:`flake_lib.serving.simul
 - **service times**: samples measured on the workers' CPUs (:func:`flake_lib.benchmark.measure_service_ms`);
 - **placement**: ``native`` — every worker on the one CPU the workers share here (``cpus = 1``);
   ``emulated`` — each worker its own device (``cpus = None``) padded to notebook 04's assumed device time;
-- **the link**: one parameter, ``link_ms`` (one way per message: pipes, pickling, the wake-up of a
-  process), fitted at one load (:func:`calibrate`); the frontend's own time per message, ``frontend_ms``,
-  is a stated parameter.
+- **the link**: the one-way time of a message, measured through the real transport as a function of
+  how long the receiver was idle (:func:`flake_lib.benchmark.measure_link_ms`: a process and a core
+  that slept wake up slower), plus one offset, ``link_ms``, fitted at one load (:func:`calibrate`);
+  the frontend's own time per message, ``frontend_ms``, is a stated parameter;
+- **shared cores**: natively the workers share one core by time slicing (``sharing="time"``,
+  processor sharing) or first come first served (``"fifo"``).
 
 :func:`validation` compares the model with every other measured level (median and p99, each within
 ``max(15 %, the spread measured across repeats)``); :func:`fleet` runs fleets of many instances.
@@ -44,11 +47,13 @@ def recovery_budget(parameters: dict) -> serving.RecoveryBudget:
 
 
 def model_bench(mode: str, methods: Sequence[str], service_ms: dict, parameters: dict, *, link_ms: float,
-                frontend_ms: float, cpus: int | None | str = "mode", images: np.ndarray | None = None,
+                frontend_ms: float, link_curve_ms: pd.DataFrame | None = None, sharing: str = "time",
+                cpus: int | None | str = "mode", images: np.ndarray | None = None,
                 k: int = 2, instances: int = 1, drain_s: float = 2.0, seed: int = 0) -> bm.Bench:
     """A simulated :class:`~flake_lib.benchmark.Bench` for ``mode`` with notebook 04's settings
     (``parameters``): recovery budget, restart delay, emulated device times; ``cpus="mode"``: one shared
-    core natively (as the workers had here), a device each in emulated mode."""
+    core natively (as the workers had here, shared by ``sharing``), a device each in emulated mode;
+    ``link_ms`` plus the measured ``link_curve_ms`` per message."""
     if images is None:
         images = np.zeros((64, 3, 8, 8), np.float32)  # the model computes nothing: only the shapes matter
     workers = []
@@ -56,7 +61,8 @@ def model_bench(mode: str, methods: Sequence[str], service_ms: dict, parameters:
         workers += [w for w in bm.workers_for([method], instances, k) if w not in workers]
     return bm.Bench.simulated(
         mode, workers, service_ms, images, np.zeros(len(images), int), k=k,
-        cpus=(1 if mode == "native" else None) if cpus == "mode" else cpus, link_ms=link_ms, frontend_ms=frontend_ms,
+        cpus=(1 if mode == "native" else None) if cpus == "mode" else cpus, sharing=sharing, link_ms=link_ms,
+        link_curve_ms=link_curve_ms, frontend_ms=frontend_ms,
         emulated_ms=parameters.get("emulated_ms") if mode == "emulated" else None, drain_s=drain_s,
         restart_delay_s=parameters.get("restart_delay_s", 1.0), recovery=recovery_budget(parameters), seed=seed)
 
@@ -140,7 +146,8 @@ _REDUNDANT = {"srp": ("backup", "F"), "nkd": ("backup", "NKD"), "pm": ("parity",
 
 def fleet_run(method: str, *, deployed: int, k: int, per_instance_qps: float, n_queries: int,
               service_ms: dict, parameters: dict, slowdowns: np.ndarray, link_ms: float, frontend_ms: float,
-              bound_ms: float, mode: str = "emulated", seed: int = 0) -> dict:
+              bound_ms: float, link_curve_ms: pd.DataFrame | None = None, mode: str = "emulated",
+              seed: int = 0) -> dict:
     """One frontend over ``deployed`` instances of ``F`` and ``deployed / k`` redundant ones (parity
     models for ``pm``/``flake``, replicas or students for ``srp``/``nkd``, none for ``none``), coding
     groups of ``k``, at ``per_instance_qps`` per deployed instance, on the model. Faults as notebook 04's
@@ -157,6 +164,7 @@ def fleet_run(method: str, *, deployed: int, k: int, per_instance_qps: float, n_
     emulated = parameters.get("emulated_ms") or {}
     transport = SimulatedTransport({m: np.asarray(v) / 1000 for m, v in service_ms.items()},
                                    cpus=1 if mode == "native" else None, link_s=link_ms / 1000,
+                                   link_curve=bm.link_curve(link_curve_ms),
                                    frontend_s=frontend_ms / 1000, seed=seed,
                                    pad_s={m: emulated[m] / 1000 for m in emulated} if mode == "emulated" else None)
     transport.start([serving.WorkerSpec(w, "F") for w in names] + [serving.WorkerSpec(w, model) for w in extras])

@@ -362,3 +362,24 @@ def test_queries_file_round_trips(tmp_path):
     assert len(back) == n and (back["query"] == frame["query"]).all() and back["group"].isna().sum() == 500
     assert back["latency_ms"].isna().sum() == 1 and back["latency_ms"].dtype == np.float32
     assert np.allclose(back["intended_s"], frame["intended_s"], atol=1e-6)
+
+
+def test_engines_run_in_abba_order():
+    assert bm.abba_order(["process", "ray"], 3) == [("process", 0), ("ray", 0), ("ray", 1), ("process", 1),
+                                                     ("process", 2), ("ray", 2)]
+
+
+def test_engine_overhead_is_the_paired_difference_per_repeat():
+    runs = pd.DataFrame([
+        {"engine": "process", "repeat": 0, "method": "flake", "median_ms": 1.0, "p999_ms": 20.0},
+        {"engine": "ray", "repeat": 0, "method": "flake", "median_ms": 1.6, "p999_ms": 26.0},
+        {"engine": "ray", "repeat": 1, "method": "flake", "median_ms": 1.9, "p999_ms": 21.0},
+        {"engine": "process", "repeat": 1, "method": "flake", "median_ms": 1.2, "p999_ms": 24.0},
+    ])
+    table = bm.engine_overhead(runs, statistics=("median_ms", "p999_ms")).set_index("statistic")
+    # median: differences 0.6 and 0.7; p99.9: +6 and -3 (medians of two are their means)
+    assert table.loc["median_ms", ["process", "ray", "difference", "difference_min", "difference_max"]].tolist() == \
+        pytest.approx([1.1, 1.75, 0.65, 0.6, 0.7])
+    assert table.loc["p999_ms", ["difference", "difference_min", "difference_max"]].tolist() == \
+        pytest.approx([1.5, -3.0, 6.0])
+    assert set(table["repeats"]) == {2}

@@ -188,6 +188,24 @@ def test_scale_out_validates_the_model_and_models_fleets(smoke_results):
     assert whatif["scenario"].nunique() == 2 and (out / "latency" / "sim_validation.png").is_file()
 
 
+def test_scale_out_runs_the_same_schedule_through_both_engines(smoke_results):
+    import pandas as pd
+    import psutil
+
+    out, _ = smoke_results
+    runs = pd.read_csv(out / "latency" / "engine_runs.csv")
+    assert list(runs["engine"]) == ["process", "ray", "ray", "process"]  # ABBA, engine_repeats = 2
+    assert (runs["n_queries"] == 100).all() and (runs["n_failed"] == 0).all()
+    overhead = pd.read_csv(out / "latency" / "engine_overhead.csv")
+    assert {"qps", "method", "statistic", "process", "ray", "difference", "difference_min", "difference_max",
+            "repeats"} <= set(overhead.columns)
+    assert set(overhead["statistic"]) == {"median_ms", "p999_ms", "gmm_ms", "gpm_ms"}
+    assert (overhead["process"] > 0).all() and (overhead["ray"] > 0).all()
+    # the notebook's local Ray cluster (its temporary folder is /tmp/flkray*) is gone
+    left = [p.pid for p in psutil.process_iter(["cmdline"]) if "/tmp/flkray" in " ".join(p.info["cmdline"] or ())]
+    assert not left, f"Ray processes of notebook 07 left running: {left}"
+
+
 def test_table2_and_report_have_every_row(smoke_results):
     import pandas as pd
 

@@ -6,17 +6,9 @@ is found through Ray's error and its query rebuilt by parity, and ``Bench.settle
 the end exactly the processes these nodes started are stopped, by process id (never ``ray stop``,
 which would end every Ray process of the machine), and none is left."""
 
-import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
+import contextlib
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,147 +19,27 @@ psutil = pytest.importorskip("psutil")
 from test_serving import _answered_once, _queries, _quiet  # noqa: E402
 
 from flake_lib import benchmark, runtime, serving  # noqa: E402
-from flake_lib.serving import ray_transport  # noqa: E402
+from flake_lib.serving import ray_cluster, ray_transport  # noqa: E402
 
 EDGES = ("edge0", "edge1")
 PLACEMENT = {"F0": "edge0", "P0": "edge0", "F1": "edge1", "R0": "edge1"}
-OBJECT_STORE_BYTES = 80 * 1024**2  # Ray's least is 75 MiB; /dev/shm may be small
-START_TIMEOUT_S = 90.0
 SHAPE = (3, 32, 32)
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-class LocalCluster:
-    """A head and edge nodes on this machine, each a ``ray start --block`` process of ours with its own
-    temporary folder under ``root``; :meth:`stop` ends them and everything they started, by pid."""
-
-    def __init__(self, root: Path):
-        self.root, self.starters, self.seen = root, {}, {}
-        self.gcs_port = _free_ports(1)[0]
-        self.address = f"127.0.0.1:{self.gcs_port}"
-
-    def start(self, name: str, resources: dict | None = None) -> None:
-        manager, objects, agent, agent_grpc, metrics, env_agent = _free_ports(6)
-        command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--disable-usage-stats",
-                   "--node-ip-address=127.0.0.1", "--num-cpus=0", "--num-gpus=0",
-                   f"--object-store-memory={OBJECT_STORE_BYTES}", f"--temp-dir={self.root / name}",
-                   f"--node-manager-port={manager}", f"--object-manager-port={objects}",
-                   f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
-                   f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={env_agent}"]
-        if name == "head":
-            command += ["--head", f"--port={self.gcs_port}", "--include-dashboard=false"]
-        else:
-            command += [f"--address={self.address}"]
-        if resources:
-            command.append(f"--resources={json.dumps(resources)}")
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-        with open(self.root / f"{name}.log", "w") as log:
-            self.starters[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
-                                                   start_new_session=True, env=env)
-
-    def wait_for_head(self, timeout_s: float) -> None:
-        """Until the head has made its session folder (its GCS is up then)."""
-        end = time.monotonic() + timeout_s
-        while not (self.root / "head" / "session_latest").exists():
-            if time.monotonic() > end or self.starters["head"].poll() is not None:
-                raise RuntimeError(f"the head did not start: {(self.root / 'head.log').read_text()[-2000:]}")
-            time.sleep(0.2)
-
-    def wait_for_nodes(self, n: int, timeout_s: float) -> list[dict]:
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            for name, process in self.starters.items():
-                if process.poll() is not None:
-                    raise RuntimeError(f"ray start of {name} ended: {(self.root / f'{name}.log').read_text()[-2000:]}")
-            nodes = [node for node in ray.nodes() if node["Alive"]]
-            if len(nodes) >= n:
-                return nodes
-            time.sleep(0.5)
-        raise TimeoutError(f"{n} nodes not up within {timeout_s} s")
-
-    def processes(self) -> list:
-        """Every live process these nodes started: the starters, their descendants, and any process
-        that names our temporary folder (and its descendants), in case one was handed to init."""
-        found = {}
-        for process in self.starters.values():
-            try:
-                found[process.pid] = psutil.Process(process.pid)
-            except psutil.NoSuchProcess:
-                pass
-        for p in psutil.process_iter(["cmdline"]):
-            if str(self.root) in " ".join(p.info["cmdline"] or ()):
-                found[p.pid] = p
-        for p in list(found.values()):
-            try:
-                found.update({c.pid: c for c in p.children(recursive=True)})
-            except psutil.NoSuchProcess:
-                pass
-        self.seen.update(found)
-        return [p for p in found.values() if _running(p)]
-
-    def track(self, pids) -> None:
-        """Count these processes (e.g. the workers' actors) as ours too."""
-        for pid in pids:
-            try:
-                self.seen[pid] = psutil.Process(pid)
-            except psutil.NoSuchProcess:
-                pass
-
-    def stop(self, timeout_s: float = 30.0) -> list:
-        """SIGTERM, then SIGKILL after ``timeout_s``, to exactly our processes; the ones left."""
-        ours = self.processes()
-        for p in ours:
-            _signal(p, signal.SIGTERM)
-        _, alive = psutil.wait_procs(ours, timeout=timeout_s)
-        for p in alive + self.processes():
-            _signal(p, signal.SIGKILL)
-        psutil.wait_procs(list(self.seen.values()), timeout=10)
-        for process in self.starters.values():
-            process.wait(timeout=10)
-        return [p for p in list(self.seen.values()) + self.processes() if _running(p)]
-
-
-def _running(p) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _signal(p, signum) -> None:
-    try:
-        p.send_signal(signum)  # psutil checks that the pid is still that process
-    except psutil.NoSuchProcess:
-        pass
+_running = ray_cluster.running
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    root = Path(tempfile.mkdtemp(prefix="flkray", dir="/tmp"))  # short: socket paths must stay < 108 bytes
-    local = LocalCluster(root)
+    local = ray_cluster.LocalCluster(EDGES)
     try:
-        local.start("head")
-        local.wait_for_head(START_TIMEOUT_S)
-        for name in EDGES:
-            local.start(name, {name: 1})
-        ray.init(address=local.address, _node_ip_address="127.0.0.1", log_to_driver=False)
-        local.nodes = local.wait_for_nodes(1 + len(EDGES), START_TIMEOUT_S)
+        local.start()
+        local.nodes = local.connect()
         yield local
     finally:
         if ray.is_initialized():
             ray.shutdown()
         left = local.stop()
         assert not left, f"Ray processes left running: {[(p.pid, p.name()) for p in left]}"
-        shutil.rmtree(root, ignore_errors=True)
+        assert not local.root.exists()  # its temporary folder removed with it
 
 
 @pytest.fixture(scope="module")
@@ -282,3 +154,27 @@ def test_detection_time_and_settle_bring_killed_workers_back(cluster, transport,
                             serving.poisson_arrivals(50, 8, seed=2), serving.FaultSchedule(np.zeros(8)))
     _answered_once(records, 8)
     assert Counter(r["answered_by"] for r in records) == {"F0": 4, "F1": 4}
+
+
+def test_the_same_schedule_runs_through_both_engines(cluster, linear_ir):
+    """``Bench(engine=...)``: worker processes here, then Ray actors on the edge nodes, then processes
+    again (ABBA), one schedule; nothing lost on either engine."""
+    images, labels = _queries(60, seed=9)
+    schedule = benchmark.make_schedule(100, 60, len(images), None, np.ones(10), seed=5)
+    paths = {m: linear_ir for m in ("F", "PM", "Flake", "NKD")}
+    workers = benchmark.workers_for(["flake"])
+
+    @contextlib.contextmanager
+    def open_bench(engine):
+        with benchmark.Bench("native", workers, paths, images, labels, engine=engine,
+                             ray_placement={"F0": "edge0", "F1": "edge1", "FP0": "edge1"}, drain_s=1.0) as bench:
+            if engine == "ray":
+                cluster.track(bench.transport.pids.values())
+                assert bench.transport.nodes["F0"] != bench.transport.nodes["F1"]
+            yield bench
+
+    runs = benchmark.engine_comparison(open_bench, ["flake"], schedule, bound_ms=50.0, repeats=2)
+    assert list(runs["engine"]) == ["process", "ray", "ray", "process"]
+    assert (runs["n_queries"] == 60).all() and (runs["n_failed"] == 0).all()
+    table = benchmark.engine_overhead(runs)
+    assert set(table["statistic"]) == {"median_ms", "p999_ms", "gmm_ms", "gpm_ms"} and (table["repeats"] == 2).all()

@@ -87,28 +87,54 @@ def test_a_simulation_depends_only_on_its_seeds():
 def test_workers_sharing_one_core_wait_for_it_and_padding_leaves_it_free():
     images, labels = _queries(2)
     arrivals = np.array([0.01, 0.01])  # one query to each instance at the same time
-    shared = serving.serve(_transport(4.0, cpus=1), "none", serving.Deployment(["F0", "F1"]), images, labels,
-                           arrivals, serving.FaultSchedule(np.zeros(2)), drain_s=1.0)
+    shared = serving.serve(_transport(4.0, cpus=1, sharing="fifo"), "none", serving.Deployment(["F0", "F1"]), images,
+                           labels, arrivals, serving.FaultSchedule(np.zeros(2)), drain_s=1.0)
     assert sorted(r["latency_ms"] for r in shared) == pytest.approx([4.0, 8.0])  # one core: one after the other
     own = serving.serve(_transport(4.0), "none", serving.Deployment(["F0", "F1"]), images, labels, arrivals,
                         serving.FaultSchedule(np.zeros(2)), drain_s=1.0)
     assert [r["latency_ms"] for r in own] == pytest.approx([4.0, 4.0])  # a core (device) each
-    padded = _transport(1.0, cpus=1, pad_s={"F": 0.01})  # emulated device: 1 ms of compute, 10 ms of service
+    padded = _transport(1.0, cpus=1, sharing="fifo", pad_s={"F": 0.01})  # emulated: 1 ms of compute, 10 of service
     emulated = serving.serve(padded, "none", serving.Deployment(["F0", "F1"]), images, labels, arrivals,
                              serving.FaultSchedule(np.zeros(2)), drain_s=1.0)
     assert sorted(r["latency_ms"] for r in emulated) == pytest.approx([10.0, 11.0])  # the core is free while padding
 
 
-def test_a_paused_computing_worker_gives_its_core_back():
-    t = _transport(4.0, cpus=1)
+def test_time_sharing_slows_every_computing_worker_alike():
+    images, labels = _queries(2)
+    arrivals = np.array([0.01, 0.01])
+    shared = serving.serve(_transport(4.0, cpus=1), "none", serving.Deployment(["F0", "F1"]), images, labels,
+                           arrivals, serving.FaultSchedule(np.zeros(2)), drain_s=1.0)
+    assert [r["latency_ms"] for r in shared] == pytest.approx([8.0, 8.0])  # each at half speed, both end at 8 ms
+    two_cores = serving.serve(_transport(4.0, cpus=2), "none", serving.Deployment(["F0", "F1"]), images, labels,
+                              arrivals, serving.FaultSchedule(np.zeros(2)), drain_s=1.0)
+    assert [r["latency_ms"] for r in two_cores] == pytest.approx([4.0, 4.0])
+    # staggered: F0 alone for 1 ms (1 done, 3 left), then both at half speed: F0 ends after 6 more ms
+    # (at 7), F1 has done 3 of 4 by then and ends 1 ms later, at 8 (latency 8 - 1 = 7)
+    staggered = serving.serve(_transport(4.0, cpus=1), "none", serving.Deployment(["F0", "F1"]), images, labels,
+                              np.array([0.010, 0.011]), serving.FaultSchedule(np.zeros(2)), drain_s=1.0)
+    assert [r["latency_ms"] for r in staggered] == pytest.approx([7.0, 7.0])
+    padded = _transport(1.0, cpus=1, pad_s={"F": 0.01})  # compute 2 ms at half speed, padded to 10 ms
+    emulated = serving.serve(padded, "none", serving.Deployment(["F0", "F1"]), images, labels, arrivals,
+                             serving.FaultSchedule(np.zeros(2)), drain_s=1.0)
+    assert [r["latency_ms"] for r in emulated] == pytest.approx([10.0, 10.0])
+
+
+@pytest.mark.parametrize("sharing, first_ms, second_ms", [
+    # F0 computes 2 ms, is stopped at 12 ms (2 ms left) and frees the core: F1 computes 12..16 ms;
+    # F0 resumes at 50 ms with its 2 ms left
+    ("fifo", 52.0 - 10.0, 16.0 - 10.5),
+    # F0 alone 10..10.5 (0.5 done), both at half speed to 12 (F0 1.25 done, F1 0.75); F0 stopped: F1 alone
+    # ends at 12 + 3.25 = 15.25; F0 resumes at 50 with 2.75 left
+    ("time", 52.75 - 10.0, 15.25 - 10.5),
+])
+def test_a_paused_computing_worker_gives_its_core_back(sharing, first_ms, second_ms):
+    t = _transport(4.0, cpus=1, sharing=sharing)
     images, labels = _queries(2)
     faults = serving.FaultSchedule(np.zeros(2), pauses=[("F0", 0.012, 0.05)])
     records = serving.serve(t, "none", serving.Deployment(["F0", "F1"]), images, labels, np.array([0.01, 0.0105]),
                             faults, timing_bound_s=None, drain_s=1.0)
-    # F0 computes 2 ms, is stopped at 12 ms (2 ms left) and frees the core: F1 computes 12..16 ms;
-    # F0 resumes at 50 ms with its 2 ms left
-    assert records[1]["latency_ms"] == pytest.approx(16.0 - 10.5)
-    assert records[0]["latency_ms"] == pytest.approx(52.0 - 10.0)
+    assert records[1]["latency_ms"] == pytest.approx(second_ms)
+    assert records[0]["latency_ms"] == pytest.approx(first_ms)
 
 
 def test_the_load_sweep_and_capacity_search_run_on_the_model():
@@ -180,3 +206,14 @@ def test_a_fleet_runs_every_method_with_one_frontend():
     assert by["pm"]["redundant"] == 2 and by["none"]["redundant"] == 0
     assert by["none"]["p99_ms"] > by["flake"]["p99_ms"]  # redundancy cuts the straggler tail
     assert scaleout.fleet_frontends(100_000, 0.05) == 10
+
+
+def test_link_curve_charges_each_message_by_its_receivers_idle_time():
+    images, labels = _queries(2)
+    # one-way 0.1 ms to a receiver that was just busy, 0.5 ms after 10 ms idle, linear in between
+    t = _transport(2.0, link_curve=([0.0, 0.010], [0.1 * MS, 0.5 * MS]))
+    records = serving.serve(t, "none", serving.Deployment(["F0", "F1"]), images, labels, np.array([0.1, 0.2]),
+                            serving.FaultSchedule(np.zeros(2)), drain_s=1.0)
+    # to the worker (idle for ≥ 100 ms): 0.5; compute 2; back to the frontend, idle since it sent 2.5 ms
+    # before: 0.1 + 0.4 · 0.25 = 0.2 ms
+    assert [r["latency_ms"] for r in records] == pytest.approx([2.7, 2.7])

@@ -5,14 +5,22 @@ Nothing of the frontend is written twice: :func:`~.frontend.serve` runs unchange
 :class:`SimulatedTransport`, whose ``clock()`` the frontend reads instead of ``time.monotonic``. Each
 worker is modelled as the real one (:func:`~.transport._worker_main`) serves, first come first served:
 
-1. a request reaches its worker ``link_s`` after it was sent and waits for the worker;
+1. a request reaches its worker ``link_s`` after it was sent (plus ``link_curve(gap)``, see below)
+   and waits for the worker;
 2. the worker sleeps the request's injected delay (a straggler);
 3. it computes for a **service time** drawn (seeded) from its model's samples (seconds, measured on
-   the real workers) on one of ``cpus`` shared cores (``None``: a core of its own, one device per
-   instance); a worker that finds every core busy waits for one (the OS scheduler, first come first
-   served);
+   the real workers) on ``cpus`` shared cores (``None``: a core of its own, one device per instance).
+   How the cores are shared is ``sharing``: ``"time"`` (processor sharing: ``n`` computing workers
+   each progress at ``min(1, cpus / n)`` of full speed, as the OS's time slicing shares a core among
+   runnable processes) or ``"fifo"`` (a worker that finds every core busy waits for one, first come
+   first served);
 4. with device emulation it then sleeps until ``pad_s`` after its compute began;
-5. its response reaches the frontend ``link_s`` later.
+5. its response reaches the frontend ``link_s`` (plus ``link_curve(gap)``) later.
+
+``link_curve``: ``(gaps_s, one_way_s)``, the measured one-way time of a message to a process that was
+idle for a gap (:func:`flake_lib.benchmark.measure_link_ms`: a sleeping process and core wake up
+slower the longer they slept), interpolated at the receiver's idle time: the worker's since it last
+finished (0 while it is busy), the frontend's since it last sent or took a message.
 
 Each message the frontend sends or takes costs it ``frontend_s`` of virtual time (pickling, pipe
 writes, its own rules). ``pause`` freezes a worker in whatever step it is (a computing worker gives its
@@ -50,6 +58,7 @@ class _Worker:
     left_s: float | None = None  #: time left in the step when paused
     generation: int = 0  #: bumped on every pause and step: a stale timer is ignored
     incarnation: int = 0  #: bumped on every kill and reset: requests sent before are lost
+    idle_since: float = 0.0  #: when it last finished a request
 
 
 class SimulatedTransport:
@@ -58,18 +67,28 @@ class SimulatedTransport:
     ``service``: ``{model: samples in seconds}``; a worker's model is its ``WorkerSpec.model_path``
     (:meth:`flake_lib.benchmark.Bench.simulated` names models there); ``pad_s``: ``{model: seconds}``
     of device emulation (or the spec's ``pad_to_s``); ``cpus``: cores the workers share (``None``: one
-    each); ``link_s``: one-way time of a message; ``frontend_s``: frontend time per message sent or
-    taken; ``startup_s``: restart time; ``classes``: length of the (zero) outputs.
+    each); ``sharing``: ``"time"`` or ``"fifo"`` (see the module); ``link_s``: one-way time of a
+    message; ``link_curve``: one-way time by the receiver's idle gap (see the module), added to
+    ``link_s``; ``frontend_s``: frontend time per message sent or taken; ``startup_s``: restart time;
+    ``classes``: length of the (zero) outputs.
     """
 
     def __init__(self, service: Mapping[str, Sequence[float]], *, pad_s: Mapping[str, float] | None = None,
-                 cpus: int | None = None, link_s: float = 0.0, frontend_s: float = 0.0, startup_s: float = 1.0,
-                 classes: int = 10, seed: int = 0):
+                 cpus: int | None = None, sharing: str = "time", link_s: float = 0.0,
+                 link_curve: tuple[Sequence[float], Sequence[float]] | None = None, frontend_s: float = 0.0,
+                 startup_s: float = 1.0, classes: int = 10, seed: int = 0):
+        if sharing not in ("time", "fifo"):
+            raise ValueError(f"sharing {sharing!r}: time or fifo")
         self.service = {m: np.asarray(v, dtype=float) for m, v in service.items()}
         if any(len(v) == 0 for v in self.service.values()):
             raise ValueError("every model needs at least one service-time sample")
-        self.pad_s, self.cpus = dict(pad_s or {}), cpus
+        self.pad_s, self.cpus, self.sharing = dict(pad_s or {}), cpus, sharing
         self.link_s, self.frontend_s, self.startup_s = float(link_s), float(frontend_s), float(startup_s)
+        self.link_curve = None
+        if link_curve is not None:
+            gaps, times = (np.asarray(v, dtype=float) for v in link_curve)
+            self.link_curve = (gaps[np.argsort(gaps)], times[np.argsort(gaps)])
+        self.frontend_active = 0.0  # when the frontend last sent or took a message
         self.output = np.zeros(classes, dtype=np.float32)
         self.rng = np.random.default_rng(seed)
         self.now = 0.0
@@ -78,6 +97,8 @@ class SimulatedTransport:
         self.sequence = itertools.count()
         self.busy_cores = 0
         self.waiting: collections.deque[str] = collections.deque()  # workers waiting for a core
+        self.shared: dict[str, float] = {}  # time sharing: computing worker -> work left (s) at shared_t
+        self.shared_t = 0.0
         self.placement: dict[str, tuple[int, ...]] = {}
 
     # -- clock
@@ -99,18 +120,29 @@ class SimulatedTransport:
     def reset(self) -> None:
         """Every worker alive, idle and empty, nothing in flight, the clock back at 0 (between runs)."""
         self.now = 0.0
+        self.frontend_active = 0.0
         self.events.clear()
         self.waiting.clear()
         self.busy_cores = 0
+        self.shared.clear()
+        self.shared_t = 0.0
         for name, w in self.workers.items():
             self.workers[name] = _Worker(w.model, pad_s=w.pad_s, generation=w.generation + 1,
                                          incarnation=w.incarnation + 1)
 
+    def _link(self, idle_s: float) -> float:
+        """One-way time of a message to a receiver idle for ``idle_s``."""
+        if self.link_curve is None:
+            return self.link_s
+        return max(0.0, self.link_s + float(np.interp(idle_s, *self.link_curve)))
+
     def send(self, worker: str, request_id: int, payload, delay_s: float = 0.0) -> None:
         self.now += self.frontend_s
+        self.frontend_active = self.now
         w = self.workers.get(worker)
         if w is not None and w.alive:
-            self._at(self.now + self.link_s, "arrive", worker, (request_id, float(delay_s), w.incarnation))
+            idle = self.now - w.idle_since if w.current is None and not w.queue else 0.0
+            self._at(self.now + self._link(idle), "arrive", worker, (request_id, float(delay_s), w.incarnation))
 
     def receive(self, timeout: float):
         end = self.now + max(timeout, 0.0)
@@ -120,6 +152,7 @@ class SimulatedTransport:
             message = self._handle(kind, worker, data)
             if message is not None:
                 self.now += self.frontend_s
+                self.frontend_active = self.now
                 return message
         # a timeout below the clock's resolution still moves it (else a caller that waits for a time
         # it computed as now + a rounding error would wait forever)
@@ -137,7 +170,7 @@ class SimulatedTransport:
         elif w.step is not None and w.step_end is not None:
             w.left_s = max(w.step_end - self.now, 0.0)
             if w.step == "compute":
-                self._free_core()
+                self._release(worker)  # time sharing: left_s becomes the work left
 
     def resume(self, worker: str) -> None:
         w = self.workers[worker]
@@ -159,7 +192,7 @@ class SimulatedTransport:
         if not w.alive:
             return
         if w.step == "compute" and not w.paused:
-            self._free_core()
+            self._release(worker)
         elif w.step == "cpu" and worker in self.waiting:
             self.waiting.remove(worker)
         self.workers[worker] = _Worker(w.model, pad_s=w.pad_s, alive=False, ready=False, generation=w.generation + 1,
@@ -199,7 +232,15 @@ class SimulatedTransport:
         w.step, w.step_end = "cpu", None
         if compute_s is not None:
             w.left_s = compute_s
-        if self.cpus is None or self.busy_cores < self.cpus:
+        if self.cpus is not None and self.sharing == "time":
+            if w.current[3] is None:
+                w.current[3] = self.now  # the compute began (device emulation pads from here)
+            w.step = "compute"
+            self._share_update()
+            self.shared[worker] = w.left_s if w.left_s is not None else w.current[2]
+            w.left_s = None
+            self._share_reschedule()
+        elif self.cpus is None or self.busy_cores < self.cpus:
             self._take_core(worker)
         else:
             self.waiting.append(worker)
@@ -211,6 +252,31 @@ class SimulatedTransport:
         if w.current[3] is None:
             w.current[3] = self.now  # the compute began (device emulation pads from here)
         self._enter(worker, "compute", left)
+
+    def _release(self, worker: str) -> None:
+        """``worker`` stops computing (done, paused or killed): its core, or its share, goes to others."""
+        if worker in self.shared:
+            self._share_update()
+            self.workers[worker].left_s = self.shared.pop(worker)
+            self._share_reschedule()
+        else:
+            self._free_core()
+
+    def _share_rate(self) -> float:
+        return min(1.0, self.cpus / len(self.shared)) if self.shared else 1.0
+
+    def _share_update(self) -> None:
+        """Advance the work left of every computing worker to now (time sharing)."""
+        done = (self.now - self.shared_t) * self._share_rate()
+        for worker in self.shared:
+            self.shared[worker] = max(self.shared[worker] - done, 0.0)
+        self.shared_t = self.now
+
+    def _share_reschedule(self) -> None:
+        """Each computing worker's end at the current rate (the old timers become stale)."""
+        rate = self._share_rate()
+        for worker, left in self.shared.items():
+            self._enter(worker, "compute", left / rate)
 
     def _free_core(self) -> None:
         self.busy_cores -= 1
@@ -231,13 +297,14 @@ class SimulatedTransport:
             self._want_core(worker)
             return None
         if w.step == "compute":
-            self._free_core()
+            self._release(worker)
             pad_left = w.current[3] + w.pad_s - self.now
             if pad_left > 0:
                 self._enter(worker, "pad", pad_left)
                 return None
         request_id, started, service, began = w.current
         w.current, w.step, w.step_end, w.left_s = None, None, None, None
+        w.idle_since = self.now
         response = Response(worker, request_id, self.output, None, started, self.now,
                             compute_s=service, service_s=self.now - began)
         self._next(worker)
@@ -256,7 +323,7 @@ class SimulatedTransport:
                 return None  # paused or killed meanwhile
             response = self._step_done(worker)
             if response is not None:
-                self._at(self.now + self.link_s, "deliver", worker, response)
+                self._at(self.now + self._link(self.now - self.frontend_active), "deliver", worker, response)
             return None
         if kind == "deliver":  # already on its way: read before a later death is seen
             return data
