@@ -109,7 +109,9 @@ def test_no_query_is_lost_under_stragglers_and_a_remote_pause(transport):
                             arrivals, serving.FaultSchedule(np.zeros(n), pauses=[("F1", *pause)]),
                             timing_bound_s=0.03)
     counts = _answered_once(records, n)
-    during = [r for r in records if r["instance"] == "F1" and pause[0] <= r["intended_s"] < pause[1] - 0.05]
+    # the stop travels through Ray to the node's fault agent: queries of the window's first and last
+    # 50 ms may still meet a running F1
+    during = [r for r in records if r["instance"] == "F1" and pause[0] + 0.05 <= r["intended_s"] < pause[1] - 0.05]
     assert during and all(r["outcome"] == "replica" for r in during)
     assert set(counts) <= {"original", "replica"}
 
