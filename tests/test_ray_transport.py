@@ -16,9 +16,9 @@ import pytest
 ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")
 
-from test_serving import _answered_once, _queries, _quiet  # noqa: E402
+from test_serving import _answered_once, _kill_f1_and_recover, _queries, _quiet, linear_ir  # noqa: E402, F401
 
-from flake_lib import benchmark, runtime, serving  # noqa: E402
+from flake_lib import benchmark, serving  # noqa: E402
 from flake_lib.serving import ray_cluster, ray_transport  # noqa: E402
 
 EDGES = ("edge0", "edge1")
@@ -43,21 +43,15 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def linear_ir(tmp_path_factory):
-    """A linear F (no bias), used as parity model too: the addition code is exact."""
-    import torch
-
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(np.prod(SHAPE)), 5, bias=False)).eval()
-    path = tmp_path_factory.mktemp("ir") / "linear.xml"
-    runtime.export(model, torch.zeros(1, *SHAPE), path)
-    return str(path)
+def linear_path(linear_ir):  # noqa: F811 (the fixture imported above)
+    """test_serving's linear F (no bias), used as parity model too: the addition code is exact."""
+    return linear_ir[1]
 
 
 @pytest.fixture(scope="module")
-def transport(cluster, linear_ir):
+def transport(cluster, linear_path):
     t = ray_transport.RayTransport(PLACEMENT, ship_models=True)
-    t.start([serving.WorkerSpec(name, linear_ir) for name in PLACEMENT])
+    t.start([serving.WorkerSpec(name, linear_path) for name in PLACEMENT])
     yield t
     cluster.track(t.pids.values())
     t.close()
@@ -117,29 +111,12 @@ def test_no_query_is_lost_under_stragglers_and_a_remote_pause(transport):
 
 
 def test_kill_on_an_edge_node_is_found_by_rays_error_and_recovered_by_parity(transport):
-    n = 80
-    images, labels = _queries(n)
-    arrivals = serving.poisson_arrivals(200, n, seed=1)
-    delays = np.zeros(n)
-    delays[29] = 1.0  # on F1, outstanding when F1 is killed at query 30's time
-    stats = {}
-    records = serving.serve(transport, "pm", serving.Deployment(["F0", "F1"], ["P0"]), images, labels, arrivals,
-                            serving.FaultSchedule(delays, kills=[("F1", float(arrivals[30]))]),
-                            timing_bound_s=0.2, restart_delay_s=None, stats=stats)
-    _answered_once(records, n)
-    (worker, death_s), = stats["deaths"]
-    assert worker == "F1" and death_s >= arrivals[30]
+    _kill_f1_and_recover(transport)
     assert "RayActorError" in transport.errors["F1"] or "ActorDied" in transport.errors["F1"]
     assert not psutil.pid_exists(transport.pids["F1"]) or not _running(psutil.Process(transport.pids["F1"]))
-    assert not [r for r in records if r["instance"] == "F1" and r["sent_s"] > death_s]  # no routing there
-    lost = [r for r in records if r["lost"]]
-    assert 29 in {r["query"] for r in lost} and all(r["instance"] == "F1" for r in lost)
-    for r in lost:  # group decodable (F0 and P0 alive): rebuilt as soon as the death is known
-        assert r["outcome"] == "reconstructed" and r["recovered_by"] == "parity", r
-        assert r["answered_s"] - death_s < 0.1
 
 
-def test_detection_time_and_settle_bring_killed_workers_back(cluster, transport, linear_ir):
+def test_detection_time_and_settle_bring_killed_workers_back(cluster, transport, linear_path):
     killed_pid = transport.pids["F1"]
     times = ray_transport.measure_detection(transport, "F1", kills=3)
     summary = ray_transport.detection_summary(times)
@@ -149,7 +126,7 @@ def test_detection_time_and_settle_bring_killed_workers_back(cluster, transport,
     assert transport.nodes["F1"] == transport.nodes["R0"]  # back on its edge node
     transport.kill("F0")  # not yet seen dead: settle finds it through its barrier and restarts it
     images, labels = _queries(8)
-    bench = benchmark.Bench("native", list(PLACEMENT), {"F": linear_ir}, images, labels, transport=transport)
+    bench = benchmark.Bench("native", list(PLACEMENT), {"F": linear_path}, images, labels, transport=transport)
     bench.settle(timeout_s=60.0)
     assert all(transport.is_alive(w) for w in PLACEMENT)
     records = serving.serve(transport, "none", serving.Deployment(["F0", "F1"]), images, labels,
@@ -158,12 +135,12 @@ def test_detection_time_and_settle_bring_killed_workers_back(cluster, transport,
     assert Counter(r["answered_by"] for r in records) == {"F0": 4, "F1": 4}
 
 
-def test_the_same_schedule_runs_through_both_engines(cluster, linear_ir):
+def test_the_same_schedule_runs_through_both_engines(cluster, linear_path):
     """``Bench(engine=...)``: worker processes here, then Ray actors on the edge nodes, then processes
     again (ABBA), one schedule; nothing lost on either engine."""
     images, labels = _queries(60, seed=9)
     schedule = benchmark.make_schedule(100, 60, len(images), None, np.ones(10), seed=5)
-    paths = {m: linear_ir for m in ("F", "PM", "Flake", "NKD")}
+    paths = {m: linear_path for m in ("F", "PM", "Flake", "NKD")}
     workers = benchmark.workers_for(["flake"])
 
     @contextlib.contextmanager

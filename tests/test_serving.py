@@ -84,14 +84,17 @@ def _answered_once(records, n):
     return counts
 
 
-def test_scheduled_kill_is_found_by_the_pipe_and_recovered_by_parity(fresh, linear_ir):
-    n = 80
+def _kill_f1_and_recover(transport, n=80):
+    """PM on ``transport``; F1 killed at query 30's time while query 29 (delayed 1 s) is outstanding
+    there. Checks that every query is answered once, the death is reported once, nothing is routed to
+    F1 after it, and what F1 lost is rebuilt by parity at once (the group is decodable: F0 and P0
+    alive), not at the 200 ms bound. Returns the records and the time the death was seen."""
     images, labels = _queries(n)
     arrivals = serving.poisson_arrivals(200, n, seed=1)
     delays = np.zeros(n)
-    delays[29] = 1.0  # on F1, outstanding when F1 is killed at query 30's time
+    delays[29] = 1.0
     stats = {}
-    records = serving.serve(fresh, "pm", serving.Deployment(["F0", "F1"], ["P0"]), images, labels, arrivals,
+    records = serving.serve(transport, "pm", serving.Deployment(["F0", "F1"], ["P0"]), images, labels, arrivals,
                             serving.FaultSchedule(delays, kills=[("F1", float(arrivals[30]))]),
                             timing_bound_s=0.2, restart_delay_s=None, stats=stats)
     _answered_once(records, n)
@@ -100,9 +103,14 @@ def test_scheduled_kill_is_found_by_the_pipe_and_recovered_by_parity(fresh, line
     assert not [r for r in records if r["instance"] == "F1" and r["sent_s"] > death_s]  # no routing there
     lost = [r for r in records if r["lost"]]
     assert 29 in {r["query"] for r in lost} and all(r["instance"] == "F1" for r in lost)
-    for r in lost:  # rule: group decodable (F0 and P0 alive) -> rebuilt at once, not at the 200 ms bound
+    for r in lost:
         assert r["outcome"] == "reconstructed" and r["recovered_by"] == "parity", r
         assert r["answered_s"] - death_s < 0.1
+    return records, death_s
+
+
+def test_scheduled_kill_is_found_by_the_pipe_and_recovered_by_parity(fresh, linear_ir):
+    _kill_f1_and_recover(fresh)
 
 
 def test_decoder_path_matches_offline_evaluation(transport, linear_ir):

@@ -42,7 +42,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from .transport import Response, WorkerEvent, WorkerSpec, _pin, serve_one
+from .transport import Response, WorkerEvent, WorkerSpec, _pin, serve_one, wait_until_ready
 
 try:  # an actor that is unreachable but not known dead (newer Ray); a death for the frontend all the same
     from ray.exceptions import ActorUnavailableError
@@ -197,22 +197,10 @@ class RayTransport:
         for spec in specs:
             self._spawn(spec)
         deadline = time.monotonic() + self.start_timeout_s
-        names, kept = {spec.name for spec in specs}, []
-        while not names <= self.ready:
-            event = self.receive(0.5)
-            if isinstance(event, WorkerEvent) and event.worker in names:
-                if event.kind == "exit":
-                    error = self.errors.get(event.worker, "")
-                    self.close()
-                    raise RuntimeError(f"worker {event.worker} did not start: {error}")
-            elif event is not None:
-                kept.append(event)  # another worker's: left for the caller
-            if time.monotonic() > deadline:
-                late = sorted(names - self.ready)
-                self.close()
-                raise RuntimeError(f"workers {late} did not start within {self.start_timeout_s} s "
-                                   f"(is a node with their resource up? {ray.available_resources()})")
-        self.events.extendleft(reversed(kept))
+        names = {spec.name for spec in specs}
+        wait_until_ready(self, names, deadline, why_exit=lambda worker: self.errors.get(worker, ""),
+                         why_late=lambda late: f"within {self.start_timeout_s} s; is a node with their resource "
+                                               f"up? {ray.available_resources()}")
         agents = {node: self.agents[node] for node in {self.nodes[n] for n in names}}
         where = ray.get([agent.node.remote() for agent in agents.values()],
                         timeout=max(deadline - time.monotonic(), 1.0))

@@ -131,6 +131,30 @@ def _worker_main(spec: WorkerSpec, inbox, outbox) -> None:
         return  # the frontend went away
 
 
+def wait_until_ready(transport, names: set[str], deadline: float, why_exit=lambda worker: "",
+                     why_late=lambda late: "") -> None:
+    """Take ``transport``'s events until every worker of ``names`` is ready (``transport.ready``); events
+    of other workers are put back, in order, for the caller. A worker of ``names`` that exits, or the
+    ``deadline`` (``time.monotonic()``) passing, closes the transport and raises RuntimeError (with
+    ``why_exit(worker)`` or ``why_late(workers not ready)``)."""
+    kept = []
+    while not names <= transport.ready:
+        event = transport.receive(0.5)
+        if isinstance(event, WorkerEvent) and event.worker in names:
+            if event.kind == "exit":
+                why = why_exit(event.worker)
+                transport.close()
+                raise RuntimeError(f"worker {event.worker} did not start" + (f": {why}" if why else ""))
+        elif event is not None:
+            kept.append(event)  # another worker's: left for the caller
+        if time.monotonic() > deadline:
+            late = sorted(names - transport.ready)
+            why = why_late(late)
+            transport.close()
+            raise RuntimeError(f"workers {late} did not start in time" + (f" ({why})" if why else ""))
+    transport.events.extendleft(reversed(kept))
+
+
 class ProcessTransport:
     """Workers as spawned OS processes, each with an inbox and a response pipe of its own.
 
@@ -169,20 +193,8 @@ class ProcessTransport:
         """Start the workers and wait until every one has loaded its model."""
         for spec in specs:
             self._spawn(spec)
-        deadline = time.monotonic() + self.start_timeout_s
-        names, kept = {spec.name for spec in specs}, []
-        while not names <= self.ready:
-            event = self.receive(0.5)
-            if isinstance(event, WorkerEvent) and event.worker in names:
-                if event.kind == "exit":
-                    self.close()
-                    raise RuntimeError(f"worker {event.worker} did not start (see its error above)")
-            elif event is not None:
-                kept.append(event)  # another worker's: left for the caller
-            if time.monotonic() > deadline:
-                self.close()
-                raise RuntimeError(f"workers did not start within {self.start_timeout_s} s")
-        self.events.extendleft(reversed(kept))
+        wait_until_ready(self, {spec.name for spec in specs}, time.monotonic() + self.start_timeout_s,
+                         why_exit=lambda worker: "see its error above")
 
     def restart(self, worker: str) -> None:
         """Start ``worker`` again (a running one is killed first, one still starting is left to
