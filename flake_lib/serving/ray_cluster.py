@@ -2,8 +2,13 @@
 
 :class:`LocalCluster` starts a head (the frontend's node) and edge nodes, each a ``ray start --block``
 process of its own with its own custom resource (``{"edge0": 1}``), temporary folder and a small object
-store, all bound to 127.0.0.1. :meth:`LocalCluster.stop` ends exactly the processes these nodes
-started, by process id: never ``ray stop``, which would end every Ray process of the machine.
+store. :meth:`LocalCluster.stop` ends exactly the processes these nodes started, by process id: never
+``ray stop``, which would end every Ray process of the machine.
+
+**Not on loopback.** Ray 2.60 listens on every interface of the machine and gives each node the
+machine's own address, even when told ``--node-ip-address=127.0.0.1`` (it resolves a local address to
+the machine's): on a machine others can reach, a local cluster is reachable too while it runs, and Ray
+has no authentication (README, "Security").
 Notebooks 04 (``engine = "ray"`` without an address) and 07 and ``tests/test_ray_transport.py`` use it;
 on real nodes ``ray start`` is run by hand instead (README, "Running on edge nodes with Ray").
 """
@@ -26,7 +31,7 @@ import psutil
 
 #: Ray's least object store; /dev/shm may be small.
 OBJECT_STORE_BYTES = 80 * 1024**2
-LOOPBACK = "127.0.0.1"
+LOOPBACK = "127.0.0.1"  #: where free ports are looked for; Ray itself listens on every interface (see the module)
 
 
 def free_ports(n: int) -> list[int]:
@@ -77,7 +82,7 @@ class LocalCluster:
     def start_node(self, name: str, resources: dict | None = None) -> None:
         manager, objects, agent, agent_grpc, metrics, env_agent = free_ports(6)
         command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--disable-usage-stats",
-                   f"--node-ip-address={LOOPBACK}", "--num-cpus=0", "--num-gpus=0",
+                   "--num-cpus=0", "--num-gpus=0",
                    f"--object-store-memory={self.object_store_bytes}", f"--temp-dir={self.root / name}",
                    f"--node-manager-port={manager}", f"--object-manager-port={objects}",
                    f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
@@ -128,10 +133,12 @@ class LocalCluster:
         raise TimeoutError(f"{n} Ray nodes not up within {timeout_s or self.start_timeout_s} s")
 
     def connect(self) -> list[dict]:
-        """``ray.init`` this process to the cluster (on 127.0.0.1) and wait for every node."""
+        """``ray.init`` this process to the cluster and wait for every node."""
+        import logging
+
         import ray
 
-        ray.init(address=self.address, _node_ip_address=LOOPBACK, log_to_driver=False)
+        ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
         return self.wait_for_nodes()
 
     # -- stopping

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import logging
 import os
 import signal
 import socket
@@ -114,8 +115,8 @@ class RayTransport:
     """Workers as Ray actors, each placed by the custom resource ``placement[worker]`` names.
 
     ``address``: the cluster to join when this process has not called ``ray.init`` itself (``None``:
-    ``RAY_ADDRESS``, else a local one-node Ray on 127.0.0.1; a connection made here is closed by
-    :meth:`close`);
+    ``RAY_ADDRESS``, else a local one-node Ray, which listens on the machine's interfaces like any Ray;
+    a connection made here is closed by :meth:`close`);
     ``share``: how much of its node's resource one worker takes; ``ship_models``: send each IR's
     files with the actor instead of reading ``model_path`` on the node; ``runtime_env``: Ray's, for
     the actors (e.g. ``{"py_modules": [flake_lib]}`` where the nodes do not have the package).
@@ -151,12 +152,11 @@ class RayTransport:
 
     # -- starting
     def _connect(self) -> None:
-        """Join ``address`` (or ``RAY_ADDRESS``); with neither, start a one-node Ray bound to 127.0.0.1
-        (Ray would otherwise listen on the machine's network address: it has no authentication)."""
+        """Join ``address`` (or ``RAY_ADDRESS``); with neither, start a one-node Ray without its dashboard."""
         if not ray.is_initialized():
             local = not (self.address or os.environ.get("RAY_ADDRESS"))
-            ray.init(address=self.address, log_to_driver=False,
-                     **({"_node_ip_address": "127.0.0.1", "include_dashboard": False} if local else {}))
+            ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING,
+                     **({"include_dashboard": False} if local else {}))
             self._connected_here = True
 
     def _model_files(self, path: str):
