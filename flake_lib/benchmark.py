@@ -138,10 +138,13 @@ def worker_specs(names: Sequence[str], model_paths: dict[str, str], mode: str, *
 
 
 def measure_service_ms(model_path: str, images: np.ndarray, *, device: str = "CPU", n: int = 200,
-                       warmup: int = 20, cpus: tuple[int, ...] | None = None, samples: bool = False) -> dict:
+                       warmup: int = 20, cpus: tuple[int, ...] | None = None, samples: bool = False,
+                       pad_ms: float = 0.0) -> dict:
     """Median and p99 time of one inference (batch 1, one thread) of an exported model, in ms, on the
     worker CPUs ``cpus`` (this process is pinned there while it measures); with ``samples``, every
-    measured time too (``samples_ms``: the distribution a simulation draws from)."""
+    measured time too (``samples_ms``: the distribution a simulation draws from). ``pad_ms``: each
+    inference is padded by sleeping to that time from its start, as an emulated device's worker does
+    (:func:`~flake_lib.serving.transport.serve_one`): the time measured then holds the sleep's overshoot."""
     from .runtime import CompiledModel
 
     previous = None
@@ -155,6 +158,8 @@ def measure_service_ms(model_path: str, images: np.ndarray, *, device: str = "CP
             x = images[i % len(images)][None]
             start = time.perf_counter()
             model(x)
+            if pad_ms > 0 and (remaining := start + pad_ms / 1000 - time.perf_counter()) > 0:
+                time.sleep(remaining)
             if i >= warmup:
                 times.append(1000 * (time.perf_counter() - start))
     finally:
