@@ -108,8 +108,8 @@ def validation(modelled: pd.DataFrame, measured: pd.DataFrame, *, calibration_qp
                knee_qps: dict[str, float], tolerance: float = TOLERANCE) -> pd.DataFrame:
     """One row per ``(load, mode, method)`` measured in the sweep: measured (the median over repeats) and
     modelled median and p99, relative errors, the tolerance ``max(tolerance, spread across repeats)``,
-    ``within_tolerance`` (both statistics), whether the load was the calibration load and whether it is
-    below the knee."""
+    ``median_within`` and ``p99_within`` (each statistic), ``within_tolerance`` (both), whether the
+    load was the calibration load and whether it is below the knee."""
     rows = []
     spreads = {s: spread(measured, s) for s in ("median_ms", "p99_ms")}
     typical = measured.groupby(["mode", "method", "qps"])[["median_ms", "p99_ms"]].median()
@@ -124,7 +124,8 @@ def validation(modelled: pd.DataFrame, measured: pd.DataFrame, *, calibration_qp
             error = model / meas - 1 if meas > 0 else math.inf
             allowed = max(tolerance, float(spreads[s].get(key, 0.0)))
             row.update({f"measured_{short}_ms": meas, f"modelled_{short}_ms": model,
-                        f"relative_error_{short}": error, f"tolerance_{short}": allowed})
+                        f"relative_error_{short}": error, f"tolerance_{short}": allowed,
+                        f"{short}_within": bool(abs(error) <= allowed)})
             ok &= abs(error) <= allowed
         row.update(within_tolerance=bool(ok), calibration=r.qps == calibration_qps.get(r.mode),
                    below_knee=r.qps < knee_qps.get(r.mode, math.inf))

@@ -189,6 +189,7 @@ def test_calibration_finds_the_link_that_made_the_measurement_and_validation_che
     modelled = scaleout.run_levels(bench(link), methods, [100.0, 300.0], schedule, 10.0).assign(mode="native")
     table = scaleout.validation(modelled, truth, calibration_qps={"native": 100.0}, knee_qps={"native": 250.0})
     assert table["within_tolerance"].all() and set(table["load"]) == {100.0, 300.0}
+    assert table["median_within"].all() and table["p99_within"].all()
     assert table.loc[table["load"] == 300.0, "below_knee"].eq(False).all() and table["calibration"].sum() == 3
 
 
