@@ -362,6 +362,11 @@ def level_seed(seed: int, qps: float) -> int:
     return int(seed) * 100_003 + int(round(qps * 10))
 
 
+#: A load sweep's schedules come from ``seed + SWEEP_SEED_OFFSET`` (notebook 04's sweep; notebook 07 replays
+#: it, and its fleets draw their fault timelines the same way).
+SWEEP_SEED_OFFSET = 11
+
+
 def level_schedule(qps: float, seconds: float, pool_size: int, config: FaultConfig | None, slowdowns: np.ndarray,
                    seed: int) -> Schedule:
     """One level of a load sweep: ``round(qps · seconds)`` queries, arrivals from the level's seed, and

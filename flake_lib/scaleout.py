@@ -176,7 +176,7 @@ def fleet_run(method: str, *, deployed: int, k: int, per_instance_qps: float, n_
                             cap_ms=parameters.get("straggler_cap_ms", 1000.0),
                             pause_rate_per_s=parameters["pause_rate_per_s"] / 3 * (deployed + extra),
                             pause_ms=parameters["pause_ms"], roles=tuple(names + extras))
-    plan = bm.fault_plan(arrivals, bm.fault_timeline(n_queries / qps, config, slowdowns, seed + 11))
+    plan = bm.fault_plan(arrivals, bm.fault_timeline(n_queries / qps, config, slowdowns, seed + bm.SWEEP_SEED_OFFSET))
     dep = serving.Deployment(names, **{"parity" if role == "parity" else "backup": extras})
     images = np.zeros((n_queries, 3, 8, 8), np.float32)
     records = serving.serve(transport, method, dep, images, np.zeros(n_queries, int), arrivals,
