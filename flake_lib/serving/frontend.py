@@ -223,14 +223,33 @@ class Hedge(Backup):
     kind = "hedge"
 
 
-class ParityModels(Policy):
+class GroupCoded(Policy):
+    """What every coded policy shares: queries ``g·k … g·k + k − 1`` form group ``g``; an answer
+    or an unavailable member makes the group try to decode (:meth:`try_decode`); a group whose
+    recovery finds no room leaves its members to their originals."""
+
+    def members(self, g: int) -> range:
+        return range(g * self.fe.k, min(g * self.fe.k + self.fe.k, self.fe.n))
+
+    def try_decode(self, g: int) -> None:
+        raise NotImplementedError
+
+    def on_unavailable(self, q: int) -> None:
+        self.try_decode(q // self.fe.k)
+
+    def on_original(self, q: int) -> None:
+        self.try_decode(q // self.fe.k)
+
+    def on_no_room(self, intent: _Intent) -> None:
+        for m in self.members(intent.owner):
+            self.fe.settle(m)
+
+
+class ParityModels(GroupCoded):
     """``pm``: a group is decoded as ``F_p(p) − Σ_{i≠j} F(x_i)`` when its parity output and all
     members but one are in and that one is unavailable (eager: unanswered). A parity request that
     misses its deadline or dies is sent again to another parity instance; with none, the members
     wait for their originals."""
-
-    def members(self, g: int) -> range:
-        return range(g * self.fe.k, min(g * self.fe.k + self.fe.k, self.fe.n))
 
     def after_send(self, q: int) -> None:
         fe = self.fe
@@ -263,12 +282,6 @@ class ParityModels(Policy):
                 all(m in fe.outputs or fe.has_live_request(m, "original", timely=True)
                     for m in self.members(g) if m != q))
 
-    def on_unavailable(self, q: int) -> None:
-        self.try_decode(q // self.fe.k)
-
-    def on_original(self, q: int) -> None:
-        self.try_decode(q // self.fe.k)
-
     def on_parity(self, g: int) -> None:
         self.try_decode(g)
 
@@ -276,10 +289,6 @@ class ParityModels(Policy):
         g = request.owner
         if request.kind == "parity" and g not in self.fe.parity_out:
             self.fe.recover("parity", g, self.fe.deployment.parity, self.fe.parity_payload(self.members(g)))
-
-    def on_no_room(self, intent: _Intent) -> None:
-        for m in self.members(intent.owner):
-            self.fe.settle(m)
 
     def can_answer(self, q: int) -> bool:
         return super().can_answer(q) or self.decodable_later(q // self.fe.k, q)
@@ -336,7 +345,7 @@ class Flake(ParityModels):
         self.fe.settle(intent.owner)
 
 
-class ApproxIFER(ParityModels):
+class ApproxIFER(GroupCoded):
     """``approxifer``: each complete group of ``K = k`` queries is sent as ``N = K + S`` Berrut-coded
     queries to the ``k`` deployed instances and the ``S`` parity instances (all run ``F``); coded query
     ``j < K`` goes to deployed instance ``j`` with the straggler delay of member ``j`` (the fault that
