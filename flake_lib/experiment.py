@@ -712,6 +712,12 @@ def _branched(arm: train.Arm, branch: tuple[str, int] | None, **args) -> train.A
 SELECT = "val_degraded_top1"
 
 
+def paper_variant(objective: str, student_init: str = "teacher", beta: float = 1.0) -> FlakeVariant:
+    """The paper's Flake (or one arm of its ablation, ``objective`` of :data:`PAPER_ABLATION`) as a
+    variant: the paper's objective, the block-skipped student, initialised from ``student_init``."""
+    return FlakeVariant.from_spec(objective, {"objective": objective, "init": student_init, "beta": beta})
+
+
 def variants_from_params(flake_variants: dict, flake_encoders) -> dict[str, tuple[FlakeVariant, list[str]]]:
     """The ``flake_variants`` profile parameter (``{name: {objective, student, init, beta, init_epochs,
     encoders}}``) as ``{name: (FlakeVariant, codes)}``; ``encoders`` defaults to every code distilled."""
@@ -783,8 +789,7 @@ def distillation_plan(exp: Experiment, deployed: nn.Module, teachers: dict[str, 
     paper_variants = {}
     for terms in ablation:
         objective_name = ablation_objective(terms)
-        paper_variants[objective_name] = FlakeVariant.from_spec(
-            objective_name, {"objective": objective_name, "init": student_init, "beta": beta})
+        paper_variants[objective_name] = paper_variant(objective_name, student_init, beta)
     paper = paper_variants[ablation_objective(full_terms)]
     for encoder in flake_encoders:
         for terms in ablation:
@@ -858,9 +863,9 @@ def group_flake_variant(exp: Experiment, variant: str, flake_variants: dict | No
     resolved on notebook 03's validation choice); its initialisation must not need another arm."""
     name, _ = resolve_flake(exp, variant, "addition")
     if name in PAPER_ABLATION:
-        spec = FlakeVariant.from_spec(name, {"objective": name, "init": student_init, "beta": beta})
+        spec = paper_variant(name, student_init, beta)
     elif name in (flake_variants or {}):
-        spec = FlakeVariant.from_spec(name, {key: v for key, v in flake_variants[name].items() if key != "encoders"})
+        spec = variants_from_params({name: flake_variants[name]}, ())[name][0]
     else:
         raise ValueError(f"flake_variant {name!r} is neither the paper's objective nor one of flake_variants")
     if spec.init not in ("teacher", "scratch"):

@@ -211,3 +211,17 @@ def test_plans_branch_the_budget_curve_from_wsd_runs(tmp_path):
                                         teachers=teachers, batch_groups=8, progress=False)
     assert [h["run_epoch"] for h in histories["flake-k2-addition-inter+kd+task-e2"]] == [2]
     assert len(histories["flake-k2-addition-inter+kd+task"]) == 3
+
+
+def test_group_flake_variant_is_the_papers_or_a_profile_variant():
+    exp = experiment.Experiment.from_spec("cifar10-resnet", {"dataset": "cifar10", "deployed_arch": "resnet14",
+                                                             "width": 1.0, "student_keep": [1, 1, 1]}, "/nonexistent")
+    variants = {"mine": {"objective": "task", "init": "teacher", "encoders": ["addition"]},
+                "warm": {"objective": "task", "init": "warmup"}}
+    assert experiment.group_flake_variant(exp, "paper", variants) == experiment.paper_variant("paper")
+    mine = experiment.group_flake_variant(exp, "mine", variants)
+    assert (mine.name, mine.objective, mine.init) == ("mine", "task", "teacher")
+    with pytest.raises(ValueError, match="larger groups"):
+        experiment.group_flake_variant(exp, "warm", variants)
+    with pytest.raises(ValueError, match="neither"):
+        experiment.group_flake_variant(exp, "unknown", variants)
