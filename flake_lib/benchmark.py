@@ -41,6 +41,7 @@ this module builds the experiment on top of it, so that notebook 04 holds parame
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
@@ -137,34 +138,40 @@ def worker_specs(names: Sequence[str], model_paths: dict[str, str], mode: str, *
     return specs
 
 
+@contextlib.contextmanager
+def pinned(cpus: tuple[int, ...] | None):
+    """This process on ``cpus`` for the ``with`` block (nothing where there are none or no affinity)."""
+    previous = os.sched_getaffinity(0) if cpus and hasattr(os, "sched_setaffinity") else None
+    if previous is not None:
+        os.sched_setaffinity(0, set(cpus))
+    try:
+        yield
+    finally:
+        if previous is not None:
+            os.sched_setaffinity(0, previous)
+
+
 def measure_service_ms(model_path: str, images: np.ndarray, *, device: str = "CPU", n: int = 200,
                        warmup: int = 20, cpus: tuple[int, ...] | None = None, samples: bool = False,
                        pad_ms: float = 0.0) -> dict:
     """Median and p99 time of one inference (batch 1, one thread) of an exported model, in ms, on the
     worker CPUs ``cpus`` (this process is pinned there while it measures); with ``samples``, every
-    measured time too (``samples_ms``: the distribution a simulation draws from). ``pad_ms``: each
-    inference is padded by sleeping to that time from its start, as an emulated device's worker does
-    (:func:`~flake_lib.serving.transport.serve_one`): the time measured then holds the sleep's overshoot."""
+    measured time too (``samples_ms``: the distribution a simulation draws from). Each inference is
+    timed as a worker serves it (:func:`~flake_lib.serving.transport.serve_one`); ``pad_ms``: padded to
+    that device time by sleeping, as an emulated device's worker is: the time then holds the overshoot."""
     from .runtime import CompiledModel
+    from .serving.transport import serve_one
 
-    previous = None
-    if cpus and hasattr(os, "sched_setaffinity"):
-        previous = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, set(cpus))
-    try:
+    spec = serving.WorkerSpec("timing", model_path, device, threads=1, pad_to_s=pad_ms / 1000)
+    with pinned(cpus):
         model = CompiledModel(model_path, device, threads=1)
         times = []
         for i in range(warmup + n):
-            x = images[i % len(images)][None]
-            start = time.perf_counter()
-            model(x)
-            if pad_ms > 0 and (remaining := start + pad_ms / 1000 - time.perf_counter()) > 0:
-                time.sleep(remaining)
+            response = serve_one(spec, model, i, images[i % len(images)][None], 0.0)
+            if response.error:
+                raise RuntimeError(f"{model_path}: {response.error}")
             if i >= warmup:
-                times.append(1000 * (time.perf_counter() - start))
-    finally:
-        if previous is not None:
-            os.sched_setaffinity(0, previous)
+                times.append(1000 * response.service_s)
     summary = {"service_median_ms": float(np.median(times)), "service_p99_ms": float(np.percentile(times, 99))}
     return {**summary, "samples_ms": [float(t) for t in times]} if samples else summary
 
@@ -180,26 +187,23 @@ def measure_link_ms(model_path: str, images: np.ndarray, gaps_ms: Sequence[float
     worker's own ``service`` time. Returns ``gap_ms, one_way_ms`` (every sample)."""
     transport = serving.ProcessTransport()
     transport.start([serving.WorkerSpec("L0", model_path, device, threads=1, cpus=worker_cpus)])
-    previous = os.sched_getaffinity(0) if frontend_cpus and hasattr(os, "sched_setaffinity") else None
-    if previous is not None:
-        os.sched_setaffinity(0, set(frontend_cpus))
     rows = []
     try:
-        order = np.random.default_rng(seed).permutation(np.repeat(np.asarray(gaps_ms, dtype=float), n))
-        for i, gap in enumerate(order):
-            intended = time.monotonic() + gap / 1000
-            while time.monotonic() < intended:
-                transport.receive(intended - time.monotonic())
-            transport.send("L0", i, images[i % len(images)][None])
-            message = None
-            while not isinstance(message, serving.Response):
-                message = transport.receive(5.0)
-            answered = time.monotonic()
-            rows.append({"gap_ms": float(gap), "one_way_ms": 1000 * (answered - intended - message.service_s) / 2})
+        with pinned(frontend_cpus):
+            order = np.random.default_rng(seed).permutation(np.repeat(np.asarray(gaps_ms, dtype=float), n))
+            for i, gap in enumerate(order):
+                intended = time.monotonic() + gap / 1000
+                while time.monotonic() < intended:
+                    transport.receive(intended - time.monotonic())
+                transport.send("L0", i, images[i % len(images)][None])
+                message = None
+                while not isinstance(message, serving.Response):
+                    message = transport.receive(5.0)
+                answered = time.monotonic()
+                rows.append({"gap_ms": float(gap),
+                             "one_way_ms": 1000 * (answered - intended - message.service_s) / 2})
     finally:
         transport.close()
-        if previous is not None:
-            os.sched_setaffinity(0, previous)
     return pd.DataFrame(rows)
 
 
@@ -210,6 +214,20 @@ def link_curve(samples_ms: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray]
         return None
     by_gap = samples_ms.groupby("gap_ms")["one_way_ms"].median()
     return by_gap.index.to_numpy(float) / 1000, by_gap.to_numpy(float) / 1000
+
+
+def simulated_transport(service_ms: dict[str, Sequence[float]], *, cpus: int | None = None, sharing: str = "time",
+                        link_ms: float = 0.0, link_curve_ms: pd.DataFrame | None = None, frontend_ms: float = 0.0,
+                        pad_ms: dict[str, float] | None = None, startup_s: float = 1.0, seed: int = 0):
+    """The discrete-event transport (:class:`~flake_lib.serving.simulation.SimulatedTransport`) from
+    what is measured in milliseconds: service-time samples per model, the link offset and curve
+    (:func:`link_curve`), the frontend's time per message, device times ``pad_ms`` per model."""
+    from .serving.simulation import SimulatedTransport
+
+    return SimulatedTransport({m: np.asarray(v) / 1000 for m, v in service_ms.items()}, cpus=cpus, sharing=sharing,
+                              pad_s={m: t / 1000 for m, t in pad_ms.items()} if pad_ms else None,
+                              link_s=link_ms / 1000, link_curve=link_curve(link_curve_ms),
+                              frontend_s=frontend_ms / 1000, startup_s=startup_s, seed=seed)
 
 
 # ----------------------------------------------------------------------------- faults and schedules
@@ -761,11 +779,9 @@ class Bench:
         (``None``: one per worker) shared by ``sharing``; ``link_ms`` one way per message, plus
         ``link_curve_ms`` (``gap_ms, one_way_ms``, as :func:`measure_link_ms` returns: its median per
         gap) at the receiver's idle time; ``frontend_ms`` per message."""
-        from .serving.simulation import SimulatedTransport
-
-        transport = SimulatedTransport({m: np.asarray(v) / 1000 for m, v in service_ms.items()}, cpus=cpus,
-                                       sharing=sharing, link_s=link_ms / 1000, link_curve=link_curve(link_curve_ms),
-                                       frontend_s=frontend_ms / 1000, startup_s=startup_s, seed=seed)
+        transport = simulated_transport(service_ms, cpus=cpus, sharing=sharing, link_ms=link_ms,
+                                        link_curve_ms=link_curve_ms, frontend_ms=frontend_ms, startup_s=startup_s,
+                                        seed=seed)
         bench = cls(mode, workers, {m: m for m in service_ms}, images, labels, transport=transport, **kwargs)
         transport.start(worker_specs(bench.workers, bench.model_paths, mode, emulated_ms=bench.emulated_ms))
         return bench

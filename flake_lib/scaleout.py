@@ -156,18 +156,14 @@ def fleet_run(method: str, *, deployed: int, k: int, per_instance_qps: float, n_
     ``pause_rate_per_s / 3`` per instance. Returns the tail summary and the setting."""
     if method not in FLEET_METHODS:
         raise ValueError(f"fleet method {method!r}: one of {FLEET_METHODS}")
-    from .serving.simulation import SimulatedTransport
-
     extra = deployed // k if method in _REDUNDANT else 0
     role, model = _REDUNDANT.get(method, ("backup", "F"))
     names = [f"F{i}" for i in range(deployed)]
     extras = [f"R{i}" for i in range(extra)]
     emulated = parameters.get("emulated_ms") or {}
-    transport = SimulatedTransport({m: np.asarray(v) / 1000 for m, v in service_ms.items()},
-                                   cpus=1 if mode == "native" else None, link_s=link_ms / 1000,
-                                   link_curve=bm.link_curve(link_curve_ms),
-                                   frontend_s=frontend_ms / 1000, seed=seed,
-                                   pad_s={m: emulated[m] / 1000 for m in emulated} if mode == "emulated" else None)
+    transport = bm.simulated_transport(service_ms, cpus=1 if mode == "native" else None, link_ms=link_ms,
+                                       link_curve_ms=link_curve_ms, frontend_ms=frontend_ms, seed=seed,
+                                       pad_ms=emulated if mode == "emulated" else None)
     transport.start([serving.WorkerSpec(w, "F") for w in names] + [serving.WorkerSpec(w, model) for w in extras])
     qps = per_instance_qps * deployed
     arrivals = serving.poisson_arrivals(qps, n_queries, seed)

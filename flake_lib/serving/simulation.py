@@ -233,8 +233,7 @@ class SimulatedTransport:
         if compute_s is not None:
             w.left_s = compute_s
         if self.cpus is not None and self.sharing == "time":
-            if w.current[3] is None:
-                w.current[3] = self.now  # the compute began (device emulation pads from here)
+            self._compute_begins(w)
             w.step = "compute"
             self._share_update()
             self.shared[worker] = w.left_s if w.left_s is not None else w.current[2]
@@ -249,9 +248,12 @@ class SimulatedTransport:
         w = self.workers[worker]
         self.busy_cores += 1
         left = w.left_s if w.left_s is not None else w.current[2]
+        self._compute_begins(w)
+        self._enter(worker, "compute", left)
+
+    def _compute_begins(self, w: _Worker) -> None:
         if w.current[3] is None:
             w.current[3] = self.now  # the compute began (device emulation pads from here)
-        self._enter(worker, "compute", left)
 
     def _release(self, worker: str) -> None:
         """``worker`` stops computing (done, paused or killed): its core, or its share, goes to others."""
