@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from . import serving, stats
+from . import progress, serving, stats
 
 _BARRIER_IDS = itertools.count(-1, -1)  # request ids of barriers: negative, never a frontend's
 
@@ -768,6 +768,7 @@ class Bench:
     engine: str = "process"  #: what :meth:`start` starts: ``process`` (worker processes here) or ``ray`` (actors)
     ray_address: str | None = None  #: the Ray cluster to join (``None``: ``RAY_ADDRESS``, else a local one)
     ray_placement: dict[str, str] | None = None  #: worker -> custom resource of its node (``ray`` only)
+    plan: progress.Plan | None = None  #: where each run reports its progress (the terminal's status line)
 
     @classmethod
     def simulated(cls, mode: str, workers: Sequence[str], service_ms: dict[str, Sequence[float]], images: np.ndarray,
@@ -858,6 +859,9 @@ class Bench:
         plan = schedule.plan if faults else FaultPlan.none(schedule.n)
         dep = deployment(method, instances, self.k)
         run_stats: dict = {}
+        if self.plan is not None:
+            self.plan.run(f"{method} at {schedule.qps:g} qps ({self.mode})",
+                          float(schedule.arrivals[-1]) if schedule.n else 0.0)
         psutil.cpu_percent(None)
         began = time.monotonic()
         records = serving.serve(
@@ -865,7 +869,8 @@ class Bench:
             schedule.arrivals, plan.for_method(method, instances, self.k), k=self.k, encoder=self.encoder,
             timing_bound_s=None if bound_ms is None else bound_ms / 1000, cache_size=self.cache_size,
             drain_s=self.drain_s, recovery=recovery or self.recovery, restart_delay_s=self.restart_delay_s,
-            frontend_cpus=self.frontend_cpus, stats=run_stats)
+            frontend_cpus=self.frontend_cpus, stats=run_stats,
+            progress=self.plan.tick if self.plan is not None else None)
         elapsed = time.monotonic() - began
         cpu = psutil.cpu_percent(None)
         frame = pd.DataFrame(records)
@@ -924,7 +929,8 @@ def run_load_sweep(bench: Bench, methods: Sequence[str], levels: Sequence[float]
     """Every method at every level (the same schedule per level, the method order rotated from level
     to level), then the capacity of each method of ``refine`` (default: all) refined near its knee
     (:func:`find_capacity`); the others keep the bracket the levels give. Returns the sweep rows and
-    ``{method: capacity record}``."""
+    ``{method: capacity record}``; a record's ``failed_queries`` holds ``[qps, queries nothing answered]``
+    per level tried (a level with failed queries has an infinite statistic: it fails the objective)."""
     rows: list[dict] = []
     measured: dict[tuple[str, float], float] = {}
     schedules: dict[float, Schedule] = {}
@@ -951,6 +957,9 @@ def run_load_sweep(bench: Bench, methods: Sequence[str], levels: Sequence[float]
     capacities = {m: find_capacity(lambda q, m=m: measure(m, q), levels, tail_bound_ms, tolerance=tolerance,
                                    max_refinements=max_refinements if refine is None or m in refine else 0)
                   for m in methods}
+    for m, record in capacities.items():  # a level whose statistic is infinite reached failed queries
+        record["failed_queries"] = [[r["qps"], r.get("n_failed", 0)] for r in sorted(rows, key=lambda r: r["qps"])
+                                    if r["method"] == m]
     return rows, capacities
 
 

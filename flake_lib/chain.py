@@ -101,6 +101,38 @@ def _kernel_name() -> str:
     return KERNEL_NAME if KERNEL_NAME in KernelSpecManager().find_kernel_specs() else "python3"
 
 
+#: The first line of a REPORT.md that a later, failed run left standing (:func:`incomplete_run`).
+STALE_MARK = "> **Stale report.**"
+
+
+def incomplete_run(out: Path, failed: Path, not_run: list[Path]) -> str:
+    """After ``failed`` stopped the chain: record it in ``provenance.json`` (``chain_incomplete``), mark
+    an existing ``REPORT.md`` as stale at its top (it was not rebuilt, and the results folder now mixes
+    this run's outputs with an earlier run's), and return what to tell the user."""
+    prov = results.read_metrics(out / "provenance.json")
+    when = prov.get("updated_utc", "?")
+    commit = (prov.get("git_commit") or "?")[:10]
+    prov["chain_incomplete"] = {"failed": failed.stem, "not_run": [nb.stem for nb in not_run],
+                                "git_commit": prov.get("git_commit"), "utc": when}
+    results.write_metrics(prov, out / "provenance.json")
+    skipped = ", ".join(nb.stem for nb in not_run) or "none"
+    path = out / "REPORT.md"
+    lines = [f"  not run: {skipped}"]
+    if path.is_file():
+        text = path.read_text()
+        if text.startswith(STALE_MARK):  # an earlier failed run's mark: replace it
+            text = text.split("\n\n", 1)[1] if "\n\n" in text else ""
+        mark = (f"{STALE_MARK} A later run of this profile (commit `{commit}`, {when}) failed in "
+                f"`{failed.stem}`; not run: {skipped}. This report was not rebuilt: it describes an earlier "
+                "run, while the folder holds that later run's partial outputs. Rerun `./run_all.sh` to "
+                "rebuild it.")
+        path.write_text(mark + "\n\n" + text)
+        lines.append(f"  REPORT.md was NOT rebuilt: {path} is an earlier run's (marked stale at its top)")
+    else:
+        lines.append("  REPORT.md was NOT written")
+    return "\n".join(lines)
+
+
 def run_chain(profile: str = "quick", only: str | None = None, mirror: str | None = None,
               results_root: str | os.PathLike | None = None, progress: bool = True,
               seed: int | None = None) -> list[Path]:
@@ -163,7 +195,11 @@ def run_chain(profile: str = "quick", only: str | None = None, mirror: str | Non
                                            **papermill_options())
         except PapermillExecutionError as error:
             raise ChainError(f"{notebook.name} failed in cell [{error.exec_count}]: "
-                             f"{error.ename}: {error.evalue}\n  executed copy: {target}") from None
+                             f"{error.ename}: {error.evalue}\n  executed copy: {target}\n"
+                             + incomplete_run(out, notebook, notebooks[i:])) from None
+        except KeyboardInterrupt:
+            print("\ninterrupted\n" + incomplete_run(out, notebook, notebooks[i:]), file=sys.stderr, flush=True)
+            raise
         seconds = round(time.perf_counter() - start, 1)
         print(f"    done in {seconds:.1f} s -> {target}", flush=True)
         executed.append(target)
@@ -175,6 +211,9 @@ def run_chain(profile: str = "quick", only: str | None = None, mirror: str | Non
                                                                "git_dirty": prov["git_dirty"]}
         results.write_metrics(prov, out / "provenance.json")
     # after the last notebook, so that every notebook's rows, times and commits are in it
+    prov = results.read_metrics(out / "provenance.json")
+    if prov.pop("chain_incomplete", None) is not None:
+        results.write_metrics(prov, out / "provenance.json")
     print(f"    REPORT.md -> {report.write_report(out)}", flush=True)
     # the README block follows REPORT.md after any run into results/quick, partial (--only) runs too
     readme_run = (profile, folder, results_root) == (README_PROFILE, profile, None)

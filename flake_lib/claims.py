@@ -20,7 +20,6 @@ over fewer than :data:`MIN_REPEATS` repeats or seeds is no interval: such a clai
 from __future__ import annotations
 
 import inspect
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import determinism, paper, stats
+from . import results as result_files
 
 #: Fewer repeats (or seeds) than this give no verdict but *inconclusive*: a percentile bootstrap of two
 #: values only returns their range.
@@ -68,7 +68,7 @@ class Verdict:
 # ----------------------------------------------------------------------------- helpers
 
 def _read(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    return result_files.read_metrics(path) if path.is_file() else None
 
 
 def _rule(function) -> str:

@@ -14,11 +14,12 @@ Each number is ``|Δ| = |a − b|`` in accuracy (fraction), per quantity.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pandas as pd
+
+from . import results as result_files
 
 #: Metrics files that hold accuracy rows, and the row fields that name a model within them.
 ACCURACY_FILES = ("srp", "pm", "nkd", "flake", "ablation")
@@ -43,7 +44,7 @@ def accuracy_numbers(results: str | Path) -> dict[str, float]:
         path = Path(results) / "accuracy" / f"{file}.json"
         if not path.is_file():
             continue
-        for row in json.loads(path.read_text()).get("rows", []):
+        for row in result_files.read_metrics(path).get("rows", []):
             for metric in _METRICS:
                 if _present(row.get(metric)):
                     numbers[f"{_label(file, row)}: {metric}"] = float(row[metric])
@@ -56,7 +57,7 @@ def snapshot(results: str | Path) -> dict | None:
     if not numbers:
         return None
     path = Path(results) / "provenance.json"
-    prov = json.loads(path.read_text()) if path.is_file() else {}
+    prov = result_files.read_metrics(path) if path.is_file() else {}
     return {"seed": prov.get("seed"), "parameters": prov.get("parameters"),
             "git_commit": prov.get("git_commit"),
             # the commit each notebook section last ran at (the accuracy notebooks' is the one that matters)

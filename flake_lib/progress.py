@@ -135,6 +135,52 @@ def progress(iterable: Iterable | None = None, desc: str = "", total: int | None
     return Progress(iterable, desc, total, enabled=enabled, **kwargs)
 
 
+class Plan:
+    """Progress of work planned in blocks of runs whose length is known beforehand (the latency
+    experiment's open-loop runs): ``plan.block("Table I", runs=25)``, then ``plan.run(label, seconds)``
+    before each run and ``plan.tick(done, total)`` during it. Writes the status line (block, run i/N of
+    the block, what runs, its progress, elapsed and an ETA) and, with ``log``, one line per block.
+
+    The ETA is the planned seconds still to run times the ratio of wall-clock to planned seconds so far
+    (start-up, settling and drains make a run last longer than its arrivals).
+    """
+
+    def __init__(self, planned_s: dict[str, float], log=None):
+        self.planned = {name: float(s) for name, s in planned_s.items()}
+        self.log = log
+        self.started = time.monotonic()
+        self.done_s = 0.0  # planned seconds of the runs finished
+        self.name, self.runs, self.index, self.label, self.seconds = "", 0, 0, "", 0.0
+
+    def block(self, name: str, runs: int) -> None:
+        self.done_s, self.seconds = self.done_s + self.seconds, 0.0
+        self.name, self.runs, self.index = name, int(runs), 0
+        if self.log is not None:
+            self.log(f"{name}: {runs} run(s); {self.eta_text()}")
+
+    def run(self, label: str, seconds: float) -> None:
+        """A run of ``seconds`` planned open-loop time starts."""
+        self.done_s += self.seconds
+        self.index, self.label, self.seconds = self.index + 1, label, float(seconds)
+        self.tick(0, 0, force=True)
+
+    def remaining_s(self) -> float | None:
+        total = sum(self.planned.values())
+        elapsed = time.monotonic() - self.started
+        left = max(total - self.done_s, 0.0)
+        return left * (elapsed / self.done_s) if self.done_s > 0 else None
+
+    def eta_text(self) -> str:
+        return (f"{format_seconds(time.monotonic() - self.started)} elapsed, "
+                f"~{format_seconds(self.remaining_s())} left")
+
+    def tick(self, done: int, total: int, force: bool = False) -> None:
+        """During a run: ``done`` of ``total`` queries sent."""
+        parts = [self.name, f"run {self.index}/{self.runs}" if self.runs else "", self.label,
+                 f"{done:,}/{total:,} queries" if total else "", self.eta_text()]
+        status(" · ".join(p for p in parts if p), force=force)
+
+
 class StatusLine:
     """The chain's view of a running notebook: ``prefix`` + elapsed time + the kernel's status line.
 

@@ -86,26 +86,47 @@ def _json_default(value):
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-def _nan_to_null(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
+#: How an infinite number is written in a metrics file: strict JSON has no infinity, and a tail
+#: statistic that reaches a failed query *is* infinite (:func:`flake_lib.stats.tail_summary`).
+#: :func:`read_metrics` turns these strings back into floats; ``float("inf")`` reads them too.
+INFINITY_TEXT = {math.inf: "inf", -math.inf: "-inf"}
+
+
+def _strict(value):
+    """NaN as ``None`` (JSON ``null``), ±inf as ``"inf"`` / ``"-inf"``, everything else as it is."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        return INFINITY_TEXT.get(value, value)
     if isinstance(value, dict):
-        return {k: _nan_to_null(v) for k, v in value.items()}
+        return {k: _strict(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_nan_to_null(v) for v in value]
+        return [_strict(v) for v in value]
+    return value
+
+
+def _unstrict(value):
+    """The inverse of :func:`_strict` for infinities: ``"inf"`` / ``"-inf"`` back to floats."""
+    if isinstance(value, str) and value in ("inf", "-inf"):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _unstrict(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unstrict(v) for v in value]
     return value
 
 
 def write_metrics(metrics: dict, path: str | os.PathLike) -> Path:
     """Write ``metrics`` as indented, strict JSON (numpy/torch scalars and arrays converted, NaN
-    written as ``null``), atomically."""
-    text = json.dumps(_nan_to_null(json.loads(json.dumps(metrics, default=_json_default))), indent=2,
-                      allow_nan=False)
+    written as ``null``, an infinity as the string ``"inf"`` or ``"-inf"``), atomically."""
+    plain = json.loads(json.dumps(metrics, default=_json_default))  # Python's json reads its own Infinity
+    text = json.dumps(_strict(plain), indent=2, allow_nan=False)
     return _atomic_write_text(Path(path), text + "\n")
 
 
 def read_metrics(path: str | os.PathLike) -> dict:
-    return json.loads(Path(path).read_text())
+    """A metrics file of :func:`write_metrics`, with ``"inf"`` / ``"-inf"`` read back as floats."""
+    return _unstrict(json.loads(Path(path).read_text()))
 
 
 def metric_rows(table: pd.DataFrame, columns: list[str]) -> list[dict]:

@@ -99,9 +99,21 @@ def calibrate(make_bench: Callable[[float], bm.Bench], methods: Sequence[str], q
 
 def spread(measured: pd.DataFrame, statistic: str) -> pd.Series:
     """Relative spread of ``statistic`` across measured repeats per ``(mode, method, qps)``:
-    ``(max − min) / median`` (0 where a level ran once)."""
-    grouped = measured.groupby(["mode", "method", "qps"])[statistic]
+    ``(max − min) / median`` of the finite values (0 where a level ran once; a repeat whose statistic
+    reached a failed query, ``inf``, says nothing about the spread)."""
+    finite = measured.assign(**{statistic: measured[statistic].where(np.isfinite(measured[statistic]))})
+    grouped = finite.groupby(["mode", "method", "qps"])[statistic]
     return ((grouped.max() - grouped.min()) / grouped.median()).fillna(0.0)
+
+
+def relative_error(model: float, measured: float) -> float:
+    """``model / measured − 1``; 0 when both are infinite (both runs had failed queries in the
+    statistic: the model predicts the overload that was measured), ``inf`` when only one is."""
+    if math.isinf(model) and math.isinf(measured):
+        return 0.0
+    if math.isinf(model) or math.isinf(measured) or not measured > 0:
+        return math.inf
+    return model / measured - 1
 
 
 def validation(modelled: pd.DataFrame, measured: pd.DataFrame, *, calibration_qps: dict[str, float],
@@ -121,7 +133,7 @@ def validation(modelled: pd.DataFrame, measured: pd.DataFrame, *, calibration_qp
         ok = True
         for s, short in (("median_ms", "median"), ("p99_ms", "p99")):
             meas, model = float(typical.loc[key, s]), float(getattr(r, s))
-            error = model / meas - 1 if meas > 0 else math.inf
+            error = relative_error(model, meas)
             allowed = max(tolerance, float(spreads[s].get(key, 0.0)))
             row.update({f"measured_{short}_ms": meas, f"modelled_{short}_ms": model,
                         f"relative_error_{short}": error, f"tolerance_{short}": allowed,

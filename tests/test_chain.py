@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from conftest import REPO_ROOT
 
-from flake_lib import chain, data
+from flake_lib import chain, data, results
 
 
 def test_every_notebook_parameter_is_documented():
@@ -85,6 +85,8 @@ def test_failing_notebook_stops_the_chain(tmp_path, monkeypatch):
     (params / "smoke.yaml").write_text("{}\n")
     monkeypatch.setattr(chain, "NOTEBOOKS_DIR", notebooks)
     monkeypatch.setattr(chain, "PARAMS_DIR", params)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "REPORT.md").write_text("# An earlier run's report\n")
     with pytest.raises(chain.ChainError) as failure:
         chain.run_chain("smoke", results_root=tmp_path / "r", progress=False)
     message = str(failure.value)
@@ -92,6 +94,16 @@ def test_failing_notebook_stops_the_chain(tmp_path, monkeypatch):
     assert str(tmp_path / "r" / "executed" / "01-fails.ipynb") in message
     assert (tmp_path / "r" / "executed" / "00-ok.ipynb").is_file()
     assert not (tmp_path / "r" / "executed" / "02-never.ipynb").exists()
+    # what did not run, and that the report standing there is not this run's
+    assert "not run: 02-never" in message and "REPORT.md was NOT rebuilt" in message
+    report = (tmp_path / "r" / "REPORT.md").read_text()
+    assert report.startswith(chain.STALE_MARK) and "failed in `01-fails`" in report
+    assert report.endswith("# An earlier run's report\n")
+    assert results.read_metrics(tmp_path / "r" / "provenance.json")["chain_incomplete"]["not_run"] == ["02-never"]
+    # a second failure replaces the mark rather than stacking marks
+    with pytest.raises(chain.ChainError):
+        chain.run_chain("smoke", results_root=tmp_path / "r", progress=False)
+    assert (tmp_path / "r" / "REPORT.md").read_text().count(chain.STALE_MARK) == 1
 
 
 def test_notebook_defaults_are_the_quick_profile():

@@ -68,3 +68,16 @@ def test_method_record_rows_are_strict_json():
                       "rows": [{"k": 2, "degraded_top1": 0.5}, {"k": None, "degraded_top1": 0.25}]}
     assert isinstance(record["rows"][0]["k"], int)
     json.dumps(record, allow_nan=False)  # no NaN in the file
+
+
+def test_metrics_write_infinities_as_strict_json_and_read_them_back(tmp_path):
+    import json
+    import math
+
+    path = results.write_metrics({"p99_ms": math.inf, "low": -math.inf, "nan": float("nan"),
+                                  "levels": [[200.0, 3.5], [1500.0, math.inf]], "name": "inf ok"}, tmp_path / "m.json")
+    strict = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert strict["p99_ms"] == "inf" and strict["low"] == "-inf" and strict["nan"] is None
+    back = results.read_metrics(path)
+    assert back["p99_ms"] == math.inf and back["low"] == -math.inf and back["levels"][1] == [1500.0, math.inf]
+    assert back["name"] == "inf ok"

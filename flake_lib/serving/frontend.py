@@ -62,6 +62,7 @@ import heapq
 import itertools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,6 +74,7 @@ from .transport import Response, WorkerEvent
 METHODS = ("none", "srp", "pm", "flake", "nkd", "hedge", "equal", "approxifer")
 OUTCOMES = ("original", "decoded", "reconstructed", "replica", "student", "hedge", "error", "failed")
 MIN_DEADLINE_S = 0.1  #: the default request deadline is max(2 × timing bound, this)
+PROGRESS_INTERVAL_S = 2.0  #: wall-clock seconds between two calls of a run's progress callback
 KINDS = ("original", "parity", "partner", "replica", "student", "hedge", "coded")  #: request kinds
 GROUP_KINDS = ("parity", "coded")  #: request kinds owned by a coding group, not by one query
 
@@ -740,11 +742,14 @@ class Frontend:
 
     # -- the run
     def run(self, images: np.ndarray, labels: np.ndarray, arrivals: np.ndarray, faults: FaultSchedule,
-            *, drain_s: float = 30.0, payloads: list | None = None) -> list[dict]:
+            *, drain_s: float = 30.0, payloads: list | None = None,
+            progress: Callable[[int, int], None] | None = None) -> list[dict]:
         """Serve queries ``images[i]`` at intended times ``arrivals[i]`` under ``faults``; return one
         record per query. Ends when every query is answered, or ``drain_s`` after the last arrival
-        (what is unanswered then is ``failed``, with ``latency_ms = None``)."""
+        (what is unanswered then is ``failed``, with ``latency_ms = None``). ``progress(arrived, n)``
+        is called about every :data:`PROGRESS_INTERVAL_S` seconds of wall-clock time."""
         n = len(arrivals)
+        self.progress, self.progress_at = progress, time.monotonic()
         self.images, self.arrivals, self.faults, self.payloads, self.n = images, arrivals, faults, payloads, n
         self.drain_s, self.wall_s = drain_s, 0.0
         coded = self.method in ("pm", "flake", "approxifer")
@@ -811,6 +816,9 @@ class Frontend:
             self.dispatch()
             if i >= n and (self.open == 0 or t > duration + drain_s):
                 break
+            if self.progress is not None and time.monotonic() - self.progress_at >= PROGRESS_INTERVAL_S:
+                self.progress_at = time.monotonic()
+                self.progress(i, n)
             wake = min([t + (0.001 if self.backlog else 0.05)] + ([arrivals[i]] if i < n else []) +
                        ([self.timers[0][0]] if self.timers else []) + ([events[0][0]] if events else []))
             message = self.transport.receive(max(0.0, wake - self.now()))
@@ -843,7 +851,8 @@ def serve(transport, method: str, deployment: Deployment, images: np.ndarray, la
           timing_bound_s: float | None = 0.05, cache_size: int = 64, drain_s: float = 30.0,
           payloads: list | None = None, deadline_s: float | dict | None = None,
           recovery: RecoveryBudget | None = None, restart_delay_s: float | None = 1.0,
-          frontend_cpus: tuple[int, ...] | None = None, stats: dict | None = None) -> list[dict]:
+          frontend_cpus: tuple[int, ...] | None = None, stats: dict | None = None,
+          progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """Run one method on one arrival and fault schedule; return one record per query.
 
     ``images`` ``(N, 3, H, W)`` float32 normalised queries, sent as ``(1, 3, H, W)`` (``payloads[i]``
@@ -854,6 +863,7 @@ def serve(transport, method: str, deployment: Deployment, images: np.ndarray, la
     death is seen (``None``: never). ``frontend_cpus``: pin the frontend there for the run. The
     garbage collector is kept out of the timed loop (frozen and disabled, restored after).
     ``stats``: a dict filled with :attr:`Frontend.stats` (``busy_s``, ``utilisation`` per worker, …).
+    ``progress(arrived, n)``: called every few seconds of the run (a status line; it must be quick).
     """
     frontend = Frontend(transport, method, deployment, k=k, encoder=encoder, timing_bound_s=timing_bound_s,
                         cache_size=cache_size, deadline_s=deadline_s, recovery=recovery,
@@ -871,7 +881,8 @@ def serve(transport, method: str, deployment: Deployment, images: np.ndarray, la
     gc.freeze()
     gc.disable()
     try:
-        records = frontend.run(images, labels, arrivals, faults, drain_s=drain_s, payloads=payloads)
+        records = frontend.run(images, labels, arrivals, faults, drain_s=drain_s, payloads=payloads,
+                               progress=progress)
     finally:
         gc.unfreeze()
         if gc_enabled:
