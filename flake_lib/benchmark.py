@@ -52,17 +52,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from . import progress, serving, stats
+from . import methods, progress, serving, stats
 
 _BARRIER_IDS = itertools.count(-1, -1)  # request ids of barriers: negative, never a frontend's
 
 # ----------------------------------------------------------------------------- roles
 
-#: The model each kind of worker serves.
-WORKER_MODEL = {"F": "F", "FR": "F", "PM": "PM", "FP": "Flake", "NKD": "NKD"}
-#: The redundant worker kind of each method (``None``: no redundancy).
-REDUNDANT_KIND = {"none": None, "srp": "FR", "hedge": "FR", "equal": "FR", "pm": "PM", "flake": "FP",
-                  "nkd": "NKD", "approxifer": "FR"}
 #: Outcomes that mean "recovered by redundancy" (not the query's own original answer).
 RECOVERED = ("reconstructed", "replica", "student", "hedge")
 MODES = ("native", "emulated")
@@ -70,18 +65,16 @@ MODES = ("native", "emulated")
 
 def worker_model(worker: str) -> str:
     """The model a worker serves: ``F0 → F``, ``FR1 → F``, ``PM0 → PM``, ``FP0 → Flake``, ``NKD0 → NKD``."""
-    return WORKER_MODEL[worker.rstrip("0123456789")]
+    return methods.worker_models()[worker.rstrip("0123456789")]
 
 
 def deployment(method: str, instances: int = 1, k: int = 2) -> serving.Deployment:
     """Which workers play which role for ``method``: ``k`` deployed instances of ``F`` and ``instances``
     redundant ones (parity for ``pm``/``flake``, backup for the others, none for ``none``)."""
-    if method not in REDUNDANT_KIND:
-        raise ValueError(f"unknown method {method!r}; known: {', '.join(REDUNDANT_KIND)}")
+    spec = methods.get(method)
     deployed = [f"F{j}" for j in range(k)]
-    kind = REDUNDANT_KIND[method]
-    extra = [f"{kind}{j}" for j in range(instances)] if kind else []
-    if method in ("pm", "flake", "approxifer"):  # approxifer: its S extra instances of F take coded queries
+    extra = [f"{spec.redundant}{j}" for j in range(instances)] if spec.redundant else []
+    if spec.role == "parity":  # approxifer: its S extra instances of F take coded queries
         return serving.Deployment(deployed, parity=extra)
     return serving.Deployment(deployed, backup=extra)
 
@@ -684,8 +677,13 @@ def simulate(method: str, arrivals: np.ndarray, delays_s: np.ndarray, service_s:
     (``service_s``: ``F``, ``PM``, ``Flake``, ``NKD``), stragglers occupying their deployed instance
     for their delay, the timing bound ``bound_s`` (``None``: eager), ParM's decoding, Flake's partner
     recovery when two members of a group are stuck, replicas/students re-running unavailable queries.
-    Not modelled: the host CPU, the frontend, pauses, kills, deadlines and the recovery budget.
+    Not modelled: the host CPU, the frontend, pauses, kills, deadlines and the recovery budget. Each
+    method's rule is its registry entry's ``queueing`` (:mod:`flake_lib.methods`); a method without one
+    (``equal``, ``approxifer``) is refused, not treated as no redundancy.
     """
+    spec = methods.get(method)
+    if spec.redundant is not None and spec.queueing is None:
+        raise ValueError(f"the queueing model has no rule for {method!r} (its registry entry has no queueing rule)")
     n = len(arrivals)
     arrivals = np.asarray(arrivals, dtype=float)
     bound = 0.0 if bound_s is None else bound_s
@@ -694,9 +692,9 @@ def simulate(method: str, arrivals: np.ndarray, delays_s: np.ndarray, service_s:
         on = np.arange(j, n, k)
         finish[on] = _fifo(arrivals[on], delays_s[on] + service_s["F"])
     answer = finish.copy()
-    if method in ("srp", "nkd", "hedge"):
+    if spec.queueing == "rerun":
         late = np.flatnonzero(finish > arrivals + bound)
-        model = "NKD" if method == "nkd" else "F"
+        model = spec.model
         at = arrivals[late] + bound
         order = np.argsort(at, kind="stable")
         done = np.empty(len(late))
@@ -704,10 +702,9 @@ def simulate(method: str, arrivals: np.ndarray, delays_s: np.ndarray, service_s:
             mine = order[j::instances]
             done[mine] = _fifo(at[mine], np.full(len(mine), service_s[model]))
         answer[late] = np.minimum(finish[late], done)
-    elif method in ("pm", "flake"):
+    elif spec.queueing in ("parity", "partner"):
         groups = n // k
-        model = "PM" if method == "pm" else "Flake"
-        t_p = service_s[model]
+        t_p = service_s[spec.model]
         members = np.arange(groups * k).reshape(groups, k)
         sent = arrivals[members[:, -1]]
 
@@ -727,7 +724,7 @@ def simulate(method: str, arrivals: np.ndarray, delays_s: np.ndarray, service_s:
         unavailable_at = arrivals[members] + bound
         stuck = f > unavailable_at
         rebuilt = np.where(stuck, np.maximum(unavailable_at, decode), np.inf)
-        if method == "flake":
+        if spec.queueing == "partner":
             two = stuck.sum(axis=1) >= 2
             gs, js = np.nonzero(stuck & two[:, None])
             when = np.max(np.where(stuck, unavailable_at, -np.inf), axis=1)[gs]

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import determinism, paper, stats
+from . import determinism, methods, paper, stats
 from . import results as result_files
 
 #: Fewer repeats (or seeds) than this give no verdict but *inconclusive*: a percentile bootstrap of two
@@ -40,7 +40,6 @@ TOLERANCE = 0.03
 PAPER_VARIANTS = (None, "paper", "paper-literal")
 FULL_TERMS = "L_task + L_KD + L_Inter"
 CLASSES = {"cifar10": 10, "cifar100": 100, "tinyimagenet": 200}
-NAMES = {"srp": "SRP", "pm": "PM", "nkd": "NKD", "flake": "Flake"}
 NOTEBOOKS = {"00": "00-coded-computation-primer", "01": "01-trace-analysis", "02": "02-parity-training",
              "03": "03-distillation", "04": "04-latency-benchmark", "05": "05-accuracy-tables",
              "06": "06-beyond-the-paper"}
@@ -527,7 +526,7 @@ def _order(function, claim_id: str, statistic: str, name: str, results: Path) ->
     for slower, faster in (("pm", "flake"), ("srp", "pm")):
         d = _paired(table, statistic, slower, faster)
         side = _side(d, 0.0)
-        label = f"{NAMES[faster]} < {NAMES[slower]}"
+        label = f"{methods.name(faster)} < {methods.name(slower)}"
         if d["n"] == 0:
             parts.append((label, "not run", f"no repeat with both {slower} and {faster} in latency/table1.csv"))
             continue
@@ -537,7 +536,7 @@ def _order(function, claim_id: str, statistic: str, name: str, results: Path) ->
                   + ", ".join(_ms(v) for v in d["differences"]) + " ms") if d["n"] < MIN_REPEATS else \
             f"interval {'covers' if side == 'covers' else 'excludes'} 0"
         parts.append((label, verdict, detail))
-        ours.append(f"{NAMES[slower]} − {NAMES[faster]} {_diff_ms(d)}")
+        ours.append(f"{methods.name(slower)} − {methods.name(faster)} {_diff_ms(d)}")
     verdict, why = _combine(parts)
     return _verdict(function, claim_id, claim, paper_value, "; ".join(ours) or "—", verdict, why,
                     [("Table I", "latency/table1.csv"), ("Fig. 5", "latency/fig5_latency_cdf.png"),
@@ -613,12 +612,13 @@ def e4c_paper_ratios(results: Path) -> Verdict:
         return stats.ratio_of_means(both.iloc[:, 0], both.iloc[:, 1])
 
     parts, ours = [], []
-    gmm = {m: ratio("gmm_ms", m) for m in ("srp", "pm", "nkd") if m in set(table["method"])}
+    baselines = [m for m in methods.keys(paper=True) if m != "flake"]  # SRP, PM, NKD
+    gmm = {m: ratio("gmm_ms", m) for m in baselines if m in set(table["method"])}
     gmm = {m: r for m, r in gmm.items() if not math.isnan(r["ratio"])}
-    checks = [(f"GPM {NAMES[m]}/Flake", ratio("gpm_ms", m), g[m]) for m in ("pm", "srp")]
+    checks = [(f"GPM {methods.name(m)}/Flake", ratio("gpm_ms", m), g[m]) for m in ("pm", "srp")]
     if gmm:
         best = max(gmm, key=lambda m: gmm[m]["ratio"])
-        checks.append((f"GMM {NAMES[best]}/Flake (largest)", gmm[best], paper.PAPER_GMM_CUT_UP_TO))
+        checks.append((f"GMM {methods.name(best)}/Flake (largest)", gmm[best], paper.PAPER_GMM_CUT_UP_TO))
     for label, r, target in checks:
         if math.isnan(r["ratio"]):
             parts.append((label, "not run", "no paired repeats in latency/table1.csv"))
@@ -658,7 +658,7 @@ def e4d_fig6(results: Path) -> Verdict:
     parts, ours = [], []
     for method, wants in (("flake", "flat"), ("nkd", "grows")):
         rows = table[table["method"] == method]
-        label = f"{NAMES[method]} {wants}"
+        label = f"{methods.name(method)} {wants}"
         if rows.empty:
             parts.append((label, "not run", f"no {method} rows in latency/fig6.csv"))
             continue
@@ -668,7 +668,7 @@ def e4d_fig6(results: Path) -> Verdict:
         both = pd.concat([last, first], axis=1).dropna()
         d = stats.paired_difference(both.iloc[:, 0], both.iloc[:, 1])
         band = 0.25 * float(first.mean())
-        ours.append(f"{NAMES[method]} median from m = {low_m} to {high_m}: {_diff_ms(d)}, band ±{band:.2f} ms")
+        ours.append(f"{methods.name(method)} median from m = {low_m} to {high_m}: {_diff_ms(d)}, band ±{band:.2f} ms")
         if d["n"] < MIN_REPEATS:
             parts.append((label, "inconclusive", f"{d['n']} repeat(s), fewer than {MIN_REPEATS}: per repeat "
                           + ", ".join(_ms(v) for v in d["differences"]) + " ms"))
@@ -754,7 +754,7 @@ def e5_table2_row(results: Path, method: str, dataset: str) -> Verdict:
     method works (E2–E3 judge that); 3 points is the tolerance used throughout.
     """
     top1, top5 = paper.PAPER_TABLE2[method][dataset]
-    claim_id, claim = f"E5 {method} {dataset}", f"Table II: {NAMES[method]} top-1 on {dataset}"
+    claim_id, claim = f"E5 {method} {dataset}", f"Table II: {methods.name(method)} top-1 on {dataset}"
     paper_value = f"{top1}% / {top5}%"
     file = f"accuracy/{method}.json"
     rows = [r for r in accuracy_rows(results, method) if r.get("dataset") == dataset]
@@ -960,7 +960,7 @@ def all_claims(results: str | Path) -> list[Verdict]:
     """Every claim's verdict, in order (E5: one per method and dataset of Table II)."""
     results = Path(results)
     verdicts = [claim(results) for claim in CLAIMS]
-    for method in paper.METHODS:
+    for method in methods.keys(paper=True):
         for dataset in ("cifar10", "cifar100"):
             verdicts.append(e5_table2_row(results, method, dataset))
     return verdicts + [claim(results) for claim in OWN_CLAIMS]

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import methods
 from . import results as result_files
 
 #: Metrics files that hold accuracy rows, and the row fields that name a model within them.
-ACCURACY_FILES = ("srp", "pm", "nkd", "flake", "ablation")
+ACCURACY_FILES = (*methods.keys(paper=True), "ablation")
 _ROW_KEYS = ("experiment", "k", "encoder", "targets", "terms")
 _METRICS = ("available_top1", "degraded_top1", "degraded_top5")
 

@@ -7,9 +7,6 @@ them; times are in milliseconds.
 
 from __future__ import annotations
 
-#: The four methods of the paper, in the order of its tables.
-METHODS = ("srp", "pm", "nkd", "flake")
-
 #: E1, Fig. 1: share of the 1,021 dependent tasks of the Alibaba v2018 trace that contributes 80 % of
 #: the total response time ("12.72 % of tasks contribute over 80 %").
 PAPER_TRACE_SHARE = 0.1272

@@ -15,14 +15,12 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from . import claims, determinism, paper, stats
+from . import claims, determinism, methods, paper, stats
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 README_START = "<!-- results:start (written by ./run_all.sh from results/quick; do not edit) -->"
 README_END = "<!-- results:end -->"
-NAMES = claims.NAMES
 #: Table I's row order: the paper's methods, then this artifact's extra baselines.
-TABLE1_ORDER = ("none", "srp", "pm", "nkd", "flake", "hedge", "equal", "approxifer")
 
 GLOSSARY = {
     "A_a": "available accuracy: top-1 of F when its own prediction arrives",
@@ -224,8 +222,8 @@ def table1_lines(results: Path, with_paper: bool = True) -> list[str]:
         return [("Table I: not measured (`latency/table1.csv` is missing or has no row with injected "
                  "faults in native mode: notebook 04 did not run).")]
     every = pd.read_csv(Path(results) / "latency" / "table1.csv")
-    order = [m for m in TABLE1_ORDER if m in set(table["method"])] + \
-        sorted(set(table["method"]) - set(TABLE1_ORDER))
+    order = [m for m in methods.REGISTRY if m in set(table["method"])] + \
+        sorted(set(table["method"]) - set(methods.REGISTRY))
 
     def rows(frame: pd.DataFrame, paper_columns: bool) -> list[list]:
         out = []
@@ -234,8 +232,9 @@ def table1_lines(results: Path, with_paper: bool = True) -> list[str]:
             if group.empty:
                 continue
             p = paper.PAPER_TABLE1.get(method, {})
-            cells = [NAMES.get(method, method), len(group), _spread(group["median_ms"]),
-                     _spread(group["p999_ms"]), _spread(group["gmm_ms"])]
+            shown = methods.name(method) if method in methods.REGISTRY else method
+            cells = [shown, len(group), _spread(group["median_ms"]), _spread(group["p999_ms"]),
+                     _spread(group["gmm_ms"])]
             cells += [_ms(p.get("gmm_ms"))] if paper_columns else []
             cells += [_spread(group["gpm_ms"])] + ([_ms(p.get("gpm_ms"))] if paper_columns else [])
             cells += [_spread(group["n_failed"], lambda v: f"{v:.0f}") if "n_failed" in group else "—",
@@ -270,7 +269,7 @@ def table2(results: str | Path) -> pd.DataFrame:
     A dataset with no result of ours gets a row that says why, never a silent blank."""
     results = Path(results)
     rows = []
-    for method in paper.METHODS:
+    for method in methods.keys(paper=True):
         file = results / "accuracy" / f"{method}.json"
         found = {}
         for row in claims.accuracy_rows(results, method):
@@ -307,7 +306,7 @@ def table2_lines(results: Path, verdicts: dict | None = None, datasets=("cifar10
         params = "—" if pd.isna(r.params) else f"{r.params / 1e3:.0f} k"
         flops = "—" if pd.isna(r.flops) else f"{r.flops / 1e6:.1f} M"
         top1 = "—" if pd.isna(r.top1) else f"{_pct(r.top1)} ({_pct(r.top1_low)}–{_pct(r.top1_high)})"
-        cells = [NAMES[r.method], "—" if pd.isna(r.model) else r.model, params, flops, r.dataset, top1,
+        cells = [methods.name(r.method), "—" if pd.isna(r.model) else r.model, params, flops, r.dataset, top1,
                  _pct(r.paper_top1), _pct(r.top5), _pct(r.paper_top5)]
         if verdicts is not None:
             cells.append(verdicts.get(f"E5 {r.method} {r.dataset}", "—"))
@@ -430,7 +429,7 @@ def determinism_section(results: str | Path, prov: dict) -> list[str]:
         lines.append(f"- **Other seeds:** none run (`./run_all.sh --profile {prov.get('profile')} "
                      "--only 02,03 --seed 1` writes one beside this folder).")
         return lines + [""]
-    experiments = sorted({row["experiment"] for method in paper.METHODS
+    experiments = sorted({row["experiment"] for method in methods.keys(paper=True)
                           for row in (_read(results / "accuracy" / f"{method}.json") or {}).get("rows", [])})
     header_ = ["quantity", f"seed {prov.get('seed')}"]
     columns = []

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from . import benchmark as bm
-from . import serving
+from . import methods, serving
 
 #: The relative error a modelled statistic may have (or the spread across measured repeats, if larger).
 TOLERANCE = 0.15
@@ -151,10 +151,6 @@ def fleet_frontends(total_qps: float, frontend_ms_per_query: float, utilisation:
     return max(1, math.ceil(total_qps * frontend_ms_per_query / 1000 / utilisation))
 
 
-#: Methods a fleet runs (ApproxIFER's policy sends a group's coded queries to the first K + S instances:
-#: it is not a fleet policy yet).
-FLEET_METHODS = ("none", "srp", "pm", "flake", "nkd")
-_REDUNDANT = {"srp": ("backup", "F"), "nkd": ("backup", "NKD"), "pm": ("parity", "PM"), "flake": ("parity", "Flake")}
 
 
 def fleet_run(method: str, *, deployed: int, k: int, per_instance_qps: float, n_queries: int,
@@ -166,10 +162,11 @@ def fleet_run(method: str, *, deployed: int, k: int, per_instance_qps: float, n_
     groups of ``k``, at ``per_instance_qps`` per deployed instance, on the model. Faults as notebook 04's
     sweep, per instance: stragglers at ``straggler_rate_per_s / 2`` per deployed instance, pauses at
     ``pause_rate_per_s / 3`` per instance. Returns the tail summary and the setting."""
-    if method not in FLEET_METHODS:
-        raise ValueError(f"fleet method {method!r}: one of {FLEET_METHODS}")
-    extra = deployed // k if method in _REDUNDANT else 0
-    role, model = _REDUNDANT.get(method, ("backup", "F"))
+    spec = methods.get(method)
+    if not spec.fleet:
+        raise ValueError(f"fleet method {method!r}: one of {methods.keys(fleet=True)} (the registry's fleet methods)")
+    extra = deployed // k if spec.redundant else 0
+    role, model = spec.role or "backup", spec.model or "F"
     names = [f"F{i}" for i in range(deployed)]
     extras = [f"R{i}" for i in range(extra)]
     emulated = parameters.get("emulated_ms") or {}

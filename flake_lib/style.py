@@ -1,24 +1,10 @@
 """One look for every method in every figure: a colour-blind-safe colour, a marker and a line style.
 
-The colours are the Okabe–Ito palette (Okabe & Ito 2008, "Color Universal Design"), distinguishable
-under the common colour-vision deficiencies; each method also has its own marker and line style, so a
-figure still reads in grey scale. A method keeps its colour in every figure:
-
-=========== ================== ========= ====== =====
-key         shown as           colour    marker line
-=========== ================== ========= ====== =====
-none        no redundancy      grey      x      :
-srp         SRP (also ``F``)   black     s      -
-pm          PM                 blue      o      -
-nkd         NKD                green     ^      -
-flake       Flake              vermilion D      -
-hedge       hedge              purple    v      --
-equal       equal resources    orange    P      --
-approxifer  ApproxIFER         sky blue  X      -.
-=========== ================== ========= ====== =====
-
-Labels are mapped to a method by :func:`method_of`: the keys above, the model names ``F`` (the deployed
-model, whose replica SRP runs), ``PM``, ``NKD``, ``Flake``, labels that start with one of them
+Each method's colour (Okabe–Ito), marker, line style and display name are in its
+:class:`~flake_lib.methods.MethodSpec` (the registry, :mod:`flake_lib.methods`), so a method keeps its
+look in every figure and a figure still reads in grey scale. Labels are mapped to a method by
+:func:`method_of`: the method keys, their display names and aliases, the model names ``F`` (the
+deployed model, whose replica SRP runs), ``PM``, ``NKD``, ``Flake``, labels that start with one of them
 (``"PM k=2 concatenation"``, ``"Flake student (L_task)"``, ``"NKD student"``) and the loss-term sets of
 Flake's ablation (``"L_task + L_KD"``). Variants of one method (a second code, an ablation arm) keep the
 method's hue: :func:`kwargs` with ``variant=i`` lightens the colour and changes marker and line style,
@@ -33,45 +19,31 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-#: Okabe–Ito colours by name.
-OKABE_ITO = {
-    "black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "green": "#009E73",
-    "yellow": "#F0E442", "blue": "#0072B2", "vermilion": "#D55E00", "purple": "#CC79A7",
-    "grey": "#999999",
-}
+from . import methods
+
+#: Okabe–Ito colours by name (the methods' colours come from the same palette).
+OKABE_ITO = methods.OKABE_ITO
 #: Colour cycle for anything that is not a method (experiments, datasets): Okabe–Ito without the
 #: colours the methods use first, then the rest.
 CYCLE = [OKABE_ITO[c] for c in ("blue", "orange", "green", "vermilion", "purple", "sky blue", "yellow",
                                  "black", "grey")]
 
 
-@dataclass(frozen=True)
-class MethodStyle:
-    """How one method is drawn: its display label, colour, marker and line style."""
-
-    label: str
-    color: str
-    marker: str
-    linestyle: str
+def look(method: str) -> methods.MethodSpec:
+    """The registry's spec of a method key (its ``name``, ``color``, ``marker``, ``linestyle``)."""
+    return methods.get(method)
 
 
-METHODS: dict[str, MethodStyle] = {
-    "none": MethodStyle("no redundancy", OKABE_ITO["grey"], "x", ":"),
-    "srp": MethodStyle("SRP", OKABE_ITO["black"], "s", "-"),
-    "pm": MethodStyle("PM", OKABE_ITO["blue"], "o", "-"),
-    "nkd": MethodStyle("NKD", OKABE_ITO["green"], "^", "-"),
-    "flake": MethodStyle("Flake", OKABE_ITO["vermilion"], "D", "-"),
-    "hedge": MethodStyle("hedge", OKABE_ITO["purple"], "v", "--"),
-    "equal": MethodStyle("equal resources", OKABE_ITO["orange"], "P", "--"),
-    "approxifer": MethodStyle("ApproxIFER", OKABE_ITO["sky blue"], "X", "-."),
-}
-#: Exact labels (lower case) that name a method by another word.
-ALIASES = {
-    "f": "srp", "deployed": "srp", "replica": "srp", "parm": "pm", "no redundancy": "none",
-    "equal resources": "equal", "equal-resources": "equal", "hedged": "hedge",
-}
+def _aliases() -> dict[str, str]:
+    """Exact labels (lower case) that name a method by another word: display names and aliases."""
+    table = {}
+    for key, spec in methods.REGISTRY.items():
+        for alias in (spec.name, *spec.aliases):
+            table.setdefault(alias.lower(), key)
+    return table
+
+
 #: Marker and line style of variant 1, 2, ... of a method (variant 0 is the method's own).
 VARIANT_MARKERS = ("v", "<", ">", "p", "*", "h", "8")
 VARIANT_LINESTYLES = ("--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
@@ -89,18 +61,19 @@ def method_of(label: str) -> str:
     """The method key of a label: ``"pm"`` for ``"PM"``, ``"PM k=2 concatenation"`` or ``"pm"``;
     ``"flake"`` for ``"Flake"``, ``"flake-ablation"`` or ``"L_task + L_KD"``. KeyError if none."""
     text = str(label).strip().lower()
-    if text in METHODS:
+    if text in methods.REGISTRY:
         return text
-    if text in ALIASES:
-        return ALIASES[text]
+    aliases = _aliases()
+    if text in aliases:
+        return aliases[text]
     if _ablation_terms(text) is not None:
         return "flake"
-    for key in sorted(METHODS, key=len, reverse=True):  # "PM k=2", "Flake student", "flake-ablation"
+    for key in sorted(methods.REGISTRY, key=len, reverse=True):  # "PM k=2", "Flake student", "flake-ablation"
         if re.match(rf"{key}\b", text):
             return key
     if re.match(r"f\b(?!-)", text):  # "F (resnet14)", "F: cross-entropy"
         return "srp"
-    raise KeyError(f"no style for {label!r}: name a method ({', '.join(METHODS)}), a model (F, PM, NKD, "
+    raise KeyError(f"no style for {label!r}: name a method ({', '.join(methods.REGISTRY)}), a model (F, PM, NKD, "
                    f"Flake) or a loss-term set of Flake's ablation")
 
 
@@ -118,7 +91,7 @@ def _lighten(color: str, amount: float) -> str:
 
 def color(label: str, variant: int | None = None) -> str:
     """The colour of a method; variant ``i > 0`` is the same hue, lighter (at most 55 % white)."""
-    base = METHODS[method_of(label)].color
+    base = look(method_of(label)).color
     variant = variant_of(label) if variant is None else variant
     return base if variant <= 0 else _lighten(base, min(0.55, 0.18 * variant))
 
@@ -128,7 +101,7 @@ def kwargs(label: str, variant: int | None = None, line: bool = True) -> dict:
 
     ``variant`` distinguishes several curves of one method (a second code, an ablation arm); by
     default it is read from the label (see :func:`variant_of`)."""
-    style = METHODS[method_of(label)]
+    style = look(method_of(label))
     variant = variant_of(label) if variant is None else variant
     out = {"color": color(label, variant)}
     if variant <= 0:
@@ -144,7 +117,7 @@ def kwargs(label: str, variant: int | None = None, line: bool = True) -> dict:
 
 def label(method: str) -> str:
     """Display name of a method key: ``"pm"`` → ``"PM"``, ``"none"`` → ``"no redundancy"``."""
-    return METHODS[method_of(method)].label
+    return look(method_of(method)).name
 
 
 def palette(labels: Iterable[str]) -> dict:
@@ -158,9 +131,9 @@ def markers(labels: Iterable[str]) -> dict:
 
 
 def order(labels: Iterable[str]) -> list:
-    """Labels in the order of :data:`METHODS` (no redundancy, SRP, PM, NKD, Flake, ...), variants after
+    """Labels in the registry's order (no redundancy, SRP, PM, NKD, Flake, ...), variants after
     their method, for legends and categorical axes."""
-    keys = list(METHODS)
+    keys = list(methods.REGISTRY)
     unique = list(dict.fromkeys(labels))
     return sorted(unique, key=lambda name: (keys.index(method_of(name)), variant_of(name), unique.index(name)))
 

@@ -171,7 +171,7 @@ def test_beyond_the_paper_writes_approxifer_by_k_and_int8(smoke_results):
 def test_scale_out_validates_the_model_and_models_fleets(smoke_results):
     import pandas as pd
 
-    from flake_lib import scaleout
+    from flake_lib import methods, scaleout
 
     out, _ = smoke_results
     validation = pd.read_csv(out / "latency" / "sim_validation.csv")
@@ -182,7 +182,7 @@ def test_scale_out_validates_the_model_and_models_fleets(smoke_results):
     assert validation["calibration"].any() and (~validation["calibration"]).any()
     assert (validation["tolerance_median"] >= scaleout.TOLERANCE).all()
     fleet = pd.read_csv(out / "latency" / "sim_fleet.csv")
-    assert set(fleet["fleet"]) == {4, 8} and set(fleet["method"]) == set(scaleout.FLEET_METHODS)
+    assert set(fleet["fleet"]) == {4, 8} and set(fleet["method"]) == set(methods.keys(fleet=True))
     assert (fleet["frontends"] >= 1).all() and (fleet["n_queries"] == 400).all()
     whatif = pd.read_csv(out / "latency" / "sim_whatif.csv")
     assert whatif["scenario"].nunique() == 2 and (out / "latency" / "sim_validation.png").is_file()

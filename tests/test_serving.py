@@ -374,9 +374,11 @@ def test_run_exits_after_a_kill_with_a_full_inbox(linear_ir, tmp_path):
 
 
 def test_latency_summary_by_hand():
-    stats = serving.latency_summary([1.0, 2.0, 3.0, 10.0])
+    from flake_lib.stats import tail_summary
+
+    stats = tail_summary([1.0, 2.0, 3.0, 10.0])
     assert stats["median_ms"] == 2.0 and stats["max_ms"] == 10.0 and stats["gmm_ms"] == 8.0
-    failed = serving.latency_summary([1.0, 2.0, 3.0, 10.0, None])  # a failed query counts as +inf
+    failed = tail_summary([1.0, 2.0, 3.0, 10.0, None])  # a failed query counts as +inf
     assert failed["median_ms"] == 3.0 and failed["max_ms"] == np.inf and failed["n_failed"] == 1
     with pytest.raises(ValueError):
         serving.poisson_arrivals(0, 5)

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from flake_lib import serving
+from flake_lib import methods, serving
 from flake_lib.serving.simulation import SimulatedTransport
 
 MS = 1e-3
@@ -201,7 +201,7 @@ def test_a_fleet_runs_every_method_with_one_frontend():
     service = {m: np.full(10, 0.3) for m in ("F", "PM", "Flake", "NKD")}
     rows = [scaleout.fleet_run(m, deployed=8, k=4, per_instance_qps=50.0, n_queries=800, service_ms=service,
                                parameters=parameters, slowdowns=np.linspace(1, 5, 50), link_ms=0.1, frontend_ms=0.01,
-                               bound_ms=10.0) for m in scaleout.FLEET_METHODS]
+                               bound_ms=10.0) for m in methods.keys(fleet=True)]
     by = {r["method"]: r for r in rows}
     assert all(r["n_failed"] == 0 and r["qps"] == 400.0 for r in rows)
     assert by["pm"]["redundant"] == 2 and by["none"]["redundant"] == 0

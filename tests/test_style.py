@@ -7,16 +7,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from flake_lib import style  # noqa: E402
+from flake_lib import methods, style  # noqa: E402
 
 
 def test_every_method_has_its_own_colour_marker_and_okabe_ito_colour():
-    colours = [s.color for s in style.METHODS.values()]
-    markers = [s.marker for s in style.METHODS.values()]
+    colours = [style.look(m).color for m in methods.REGISTRY]
+    markers = [style.look(m).marker for m in methods.REGISTRY]
     assert len(set(colours)) == len(colours) and len(set(markers)) == len(markers)
     assert set(colours) <= set(style.OKABE_ITO.values())
-    for method in ("none", "srp", "pm", "nkd", "flake", "hedge", "equal"):
-        assert method in style.METHODS
 
 
 @pytest.mark.parametrize("label, method", [
@@ -28,7 +26,7 @@ def test_every_method_has_its_own_colour_marker_and_okabe_ito_colour():
 ])
 def test_labels_map_to_their_method(label, method):
     assert style.method_of(label) == method
-    assert style.color(label, variant=0) == style.METHODS[method].color
+    assert style.color(label, variant=0) == style.look(method).color
 
 
 def test_unknown_label_is_a_clear_error():

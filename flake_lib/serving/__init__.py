@@ -10,8 +10,8 @@ load and seeded faults.
   so that Ray is needed only by who uses it.
 - :mod:`.frontend`: :func:`serve` and :class:`Frontend` (coding groups, timing bound or eager
   decoding, request deadlines, dead-worker detection and restart, the recovery budget) with the
-  per-method policies :data:`POLICIES` for :data:`METHODS`.
-- :mod:`.load`: :func:`poisson_arrivals`, :func:`latency_summary` (a failed query counts as +inf).
+  per-method policies of :mod:`.policies` (one class per method of :mod:`flake_lib.methods`).
+- :mod:`.load`: :func:`poisson_arrivals`.
 - :mod:`.faults`: :class:`FaultSchedule` (stragglers, SIGSTOP windows, SIGKILL).
 
 Latency of a query = time its answer is ready − its *intended* send time (no coordinated
@@ -21,13 +21,12 @@ omission). Every query ends with exactly one outcome of :data:`OUTCOMES`: ``orig
 """
 
 from .faults import FaultSchedule
-from .frontend import METHODS, OUTCOMES, POLICIES, Deployment, Frontend, RecoveryBudget, Request, serve
-from .load import latency_summary, poisson_arrivals
+from .frontend import OUTCOMES, Deployment, Frontend, RecoveryBudget, Request, serve
+from .load import poisson_arrivals
 from .transport import ProcessTransport, Response, WorkerEvent, WorkerSpec
 
-__all__ = ["METHODS", "OUTCOMES", "POLICIES", "Deployment", "FaultSchedule", "Frontend", "ProcessTransport",
-           "RecoveryBudget", "Request", "Response", "WorkerEvent", "WorkerSpec", "latency_summary",
-           "poisson_arrivals", "serve"]
+__all__ = ["OUTCOMES", "Deployment", "FaultSchedule", "Frontend", "ProcessTransport", "RecoveryBudget", "Request",
+           "Response", "WorkerEvent", "WorkerSpec", "poisson_arrivals", "serve"]
 
 
 def __getattr__(name: str):

@@ -22,20 +22,6 @@ class FaultSchedule:
     pauses: list[tuple[str, float, float]] = field(default_factory=list)
     kills: list[tuple[str, float]] = field(default_factory=list)
 
-    @classmethod
-    def from_slowdowns(cls, slowdowns: np.ndarray, n: int, service_s: float, fraction: float,
-                       seed: int = 0, **faults) -> FaultSchedule:
-        """A fraction ``fraction`` of the queries straggle: each gets ``(s − 1)·service_s`` extra
-        time with ``s`` drawn from the empirical slowdowns above 1 (notebook 01's distribution)."""
-        rng = np.random.default_rng(seed)
-        tail = np.asarray(slowdowns, dtype=float)
-        tail = tail[tail > 1]
-        delays = np.zeros(n)
-        chosen = rng.random(n) < fraction
-        if chosen.any() and tail.size:
-            delays[chosen] = (rng.choice(tail, chosen.sum()) - 1) * service_s
-        return cls(delays, **faults)
-
     def events(self) -> list[tuple[float, str, str]]:
         """``(at_s, "pause" | "resume" | "kill", worker)`` in time order."""
         return sorted([(t, "pause", w) for w, t, _ in self.pauses] +
