@@ -13,9 +13,12 @@ One module per concept:
 - ``experiment`` one dataset + deployed model: trains F, PM, Flake and NKD; degraded-mode evaluation
 - ``metrics``  accuracy vocabulary: ``A_a``, ``A_d``, reconstruction agreement, ``A_o``
 - ``runtime``  OpenVINO export and compilation of served models
-- ``serving``  the multi-process edge serving system, load generator, faults, latency statistics
-- ``benchmark`` notebook 04's experiment: roles, native / emulated devices, fault timelines, interleaved
-               repeats, load and timing-bound sweeps, capacity at a tail objective, Fig. 6 bursts
+- ``methods``  the method registry: one spec per method (policy, redundant instances, name, look), from
+               which every list of methods derives
+- ``serving``  the edge serving system: the transport interface (worker processes, Ray actors, the
+               discrete-event model), the frontend, one policy per method, load, faults, CPU pinning
+- ``latency``  notebook 04's experiment, a module per part: roles, faults, schedules and seed streams,
+               the bench, runs and sweeps, capacity, analysis, the analytic queueing model
 - ``paper``    the paper's reported numbers and setup, each with where it comes from
 - ``claims``   the paper's claims as code: one function per claim, metrics files → verdict and rule
 - ``report``   ``REPORT.md`` and the README's results block, built from the claims (Tables I, II)
@@ -23,6 +26,8 @@ One module per concept:
 - ``trace``    the Alibaba v2018 batch_task trace: DAGs, long tail, slowdowns
 - ``results``  figures, tables, metrics JSON and provenance under ``results/<profile>/``
 - ``chain``    runs the notebooks in order with papermill (``./run_all.sh``)
+- ``progress`` progress bars in JupyterLab, one status line in the terminal under the chain
+- ``scaleout`` notebook 07's model of the serving system: calibration, validation, what-ifs, fleets
 - ``primer``   notebook 00's diagram, models trained in seconds, explorers (k, encoder, ``f_u``, timing
                bound) and exercises
 - ``seeding``  explicit seeding

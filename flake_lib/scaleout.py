@@ -2,13 +2,13 @@
 04's sweep, validated on the others, then used for what this machine cannot run (notebook 07).
 
 The model is the real frontend and policies over :class:`flake_lib.serving.simulation.SimulatedTransport`
-(:meth:`flake_lib.benchmark.Bench.simulated`): no rule of any method is written a second time. Its inputs:
+(:meth:`flake_lib.latency.bench.Bench.simulated`): no rule of any method is written a second time. Its inputs:
 
-- **service times**: samples measured on the workers' CPUs (:func:`flake_lib.benchmark.measure_service_ms`);
+- **service times**: samples measured on the workers' CPUs (:func:`flake_lib.latency.bench.measure_service_ms`);
 - **placement**: ``native`` — every worker on the one CPU the workers share here (``cpus = 1``);
   ``emulated`` — each worker its own device (``cpus = None``) padded to notebook 04's assumed device time;
 - **the link**: the one-way time of a message, measured through the real transport as a function of
-  how long the receiver was idle (:func:`flake_lib.benchmark.measure_link_ms`: a process and a core
+  how long the receiver was idle (:func:`flake_lib.latency.bench.measure_link_ms`: a process and a core
   that slept wake up slower), plus one offset, ``link_ms``, fitted at one load (:func:`calibrate`);
   the frontend's own time per message, ``frontend_ms``, is a stated parameter;
 - **shared cores**: natively the workers share one core by time slicing (``sharing="time"``,
@@ -26,16 +26,16 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from . import benchmark as bm
+from . import latency as lt
 from . import methods, serving
 
 #: The relative error a modelled statistic may have (or the spread across measured repeats, if larger).
 TOLERANCE = 0.15
 
 
-def sweep_config(parameters: dict) -> bm.FaultConfig:
+def sweep_config(parameters: dict) -> lt.FaultConfig:
     """The load sweep's faults from notebook 04's recorded parameters (stragglers and pauses, no kill)."""
-    return bm.FaultConfig(straggler_rate_per_s=parameters["straggler_rate_per_s"],
+    return lt.FaultConfig(straggler_rate_per_s=parameters["straggler_rate_per_s"],
                           reference_ms=parameters["straggler_reference_ms"],
                           cap_ms=parameters.get("straggler_cap_ms", 1000.0),
                           pause_rate_per_s=parameters["pause_rate_per_s"], pause_ms=parameters["pause_ms"], kills=0)
@@ -49,8 +49,8 @@ def recovery_budget(parameters: dict) -> serving.RecoveryBudget:
 def model_bench(mode: str, methods: Sequence[str], service_ms: dict, parameters: dict, *, link_ms: float,
                 frontend_ms: float, link_curve_ms: pd.DataFrame | None = None, sharing: str = "time",
                 cpus: int | None | str = "mode", images: np.ndarray | None = None,
-                k: int = 2, instances: int = 1, drain_s: float = 2.0, seed: int = 0) -> bm.Bench:
-    """A simulated :class:`~flake_lib.benchmark.Bench` for ``mode`` with notebook 04's settings
+                k: int = 2, instances: int = 1, drain_s: float = 2.0, seed: int = 0) -> lt.Bench:
+    """A simulated :class:`~flake_lib.latency.bench.Bench` for ``mode`` with notebook 04's settings
     (``parameters``): recovery budget, restart delay, emulated device times; ``cpus="mode"``: one shared
     core natively (as the workers had here, shared by ``sharing``), a device each in emulated mode;
     ``link_ms`` plus the measured ``link_curve_ms`` per message."""
@@ -58,8 +58,8 @@ def model_bench(mode: str, methods: Sequence[str], service_ms: dict, parameters:
         images = np.zeros((64, 3, 8, 8), np.float32)  # the model computes nothing: only the shapes matter
     workers = []
     for method in methods:
-        workers += [w for w in bm.workers_for([method], instances, k) if w not in workers]
-    return bm.Bench.simulated(
+        workers += [w for w in lt.workers_for([method], instances, k) if w not in workers]
+    return lt.Bench.simulated(
         mode, workers, service_ms, images, np.zeros(len(images), int), k=k,
         cpus=(1 if mode == "native" else None) if cpus == "mode" else cpus, sharing=sharing, link_ms=link_ms,
         link_curve_ms=link_curve_ms, frontend_ms=frontend_ms,
@@ -67,8 +67,8 @@ def model_bench(mode: str, methods: Sequence[str], service_ms: dict, parameters:
         restart_delay_s=parameters.get("restart_delay_s", 1.0), recovery=recovery_budget(parameters), seed=seed)
 
 
-def run_levels(bench: bm.Bench, methods: Sequence[str], levels: Sequence[float],
-               schedule_at: Callable[[float], bm.Schedule], bound_ms: float) -> pd.DataFrame:
+def run_levels(bench: lt.Bench, methods: Sequence[str], levels: Sequence[float],
+               schedule_at: Callable[[float], lt.Schedule], bound_ms: float) -> pd.DataFrame:
     """Every method at every level on the model: median, p99, p99.9 (ms), failed queries."""
     rows = []
     for qps in levels:
@@ -81,8 +81,8 @@ def run_levels(bench: bm.Bench, methods: Sequence[str], levels: Sequence[float],
     return pd.DataFrame(rows)
 
 
-def calibrate(make_bench: Callable[[float], bm.Bench], methods: Sequence[str], qps: float,
-              schedule_at: Callable[[float], bm.Schedule], measured: pd.DataFrame, bound_ms: float,
+def calibrate(make_bench: Callable[[float], lt.Bench], methods: Sequence[str], qps: float,
+              schedule_at: Callable[[float], lt.Schedule], measured: pd.DataFrame, bound_ms: float,
               grid_ms: Sequence[float]) -> tuple[float, pd.DataFrame]:
     """The ``link_ms`` of ``grid_ms`` whose model gives the smallest mean absolute relative error of the
     median over ``methods`` at load ``qps`` (``measured``: rows of that load with ``method`` and
@@ -170,25 +170,25 @@ def fleet_run(method: str, *, deployed: int, k: int, per_instance_qps: float, n_
     names = [f"F{i}" for i in range(deployed)]
     extras = [f"R{i}" for i in range(extra)]
     emulated = parameters.get("emulated_ms") or {}
-    transport = bm.simulated_transport(service_ms, cpus=1 if mode == "native" else None, link_ms=link_ms,
+    transport = lt.simulated_transport(service_ms, cpus=1 if mode == "native" else None, link_ms=link_ms,
                                        link_curve_ms=link_curve_ms, frontend_ms=frontend_ms, seed=seed,
                                        pad_ms=emulated if mode == "emulated" else None)
     transport.start([serving.WorkerSpec(w, "F") for w in names] + [serving.WorkerSpec(w, model) for w in extras])
     qps = per_instance_qps * deployed
     arrivals = serving.poisson_arrivals(qps, n_queries, seed)
-    config = bm.FaultConfig(straggler_rate_per_s=parameters["straggler_rate_per_s"] / 2 * deployed,
+    config = lt.FaultConfig(straggler_rate_per_s=parameters["straggler_rate_per_s"] / 2 * deployed,
                             reference_ms=parameters["straggler_reference_ms"],
                             cap_ms=parameters.get("straggler_cap_ms", 1000.0),
                             pause_rate_per_s=parameters["pause_rate_per_s"] / 3 * (deployed + extra),
                             pause_ms=parameters["pause_ms"], roles=tuple(names + extras))
-    plan = bm.fault_plan(arrivals, bm.fault_timeline(n_queries / qps, config, slowdowns, seed + bm.SWEEP_SEED_OFFSET))
+    plan = lt.fault_plan(arrivals, lt.fault_timeline(n_queries / qps, config, slowdowns, lt.stream_seed(seed, "sweep")))
     dep = serving.Deployment(names, **{"parity" if role == "parity" else "backup": extras})
     images = np.zeros((n_queries, 3, 8, 8), np.float32)
     records = serving.serve(transport, method, dep, images, np.zeros(n_queries, int), arrivals,
                             serving.FaultSchedule(plan.delays_s, plan.pauses, []), k=k,
                             timing_bound_s=bound_ms / 1000, drain_s=2.0, recovery=recovery_budget(parameters),
                             restart_delay_s=parameters.get("restart_delay_s", 1.0))
-    summary = bm.summarise(pd.DataFrame(records))
+    summary = lt.summarise(pd.DataFrame(records))
     return {"method": method, "deployed": deployed, "redundant": extra, "k": k, "qps": qps,
             "per_instance_qps": per_instance_qps, "n_queries": n_queries, "median_ms": summary["median_ms"],
             "p99_ms": summary["p99_ms"], "p999_ms": summary["p999_ms"], "n_failed": summary["n_failed"]}

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flake_lib import benchmark as bm
+from flake_lib import latency as lt
 from flake_lib import methods, scaleout, serving, style
 from flake_lib.serving import policies
 
@@ -68,13 +68,13 @@ def test_every_consumer_agrees_with_the_registry():
         assert style.label(key) == spec.name == methods.name(key)
         assert style.method_of(spec.name) == key
         assert issubclass(spec.policy_class(), policies.Policy)
-        dep = bm.deployment(key, instances=2)
+        dep = lt.deployment(key, instances=2)
         extra = dep.parity + dep.backup
         assert len(extra) == (2 if spec.redundant else 0)
         assert all(models[w.rstrip("0123456789")] == spec.model for w in extra)
         assert (dep.parity == extra) == (spec.role == "parity") or not extra
     with pytest.raises(ValueError, match="unknown method 'banana'; known: none, srp"):
-        bm.deployment("banana")
+        lt.deployment("banana")
 
 
 def test_the_queueing_model_refuses_a_method_it_has_no_rule_for():
@@ -83,9 +83,9 @@ def test_the_queueing_model_refuses_a_method_it_has_no_rule_for():
     for key, spec in methods.REGISTRY.items():
         if spec.redundant is not None and spec.queueing is None:
             with pytest.raises(ValueError, match="no rule"):
-                bm.simulate(key, arrivals, np.zeros(8), service, 0.01)
+                lt.queueing.latencies(key, arrivals, np.zeros(8), service, 0.01)
         else:
-            assert len(bm.simulate(key, arrivals, np.zeros(8), service, 0.01)) == 8
+            assert len(lt.queueing.latencies(key, arrivals, np.zeros(8), service, 0.01)) == 8
 
 
 FLEET_FAULTS = {"straggler_rate_per_s": 2.0, "straggler_reference_ms": 20.0, "pause_rate_per_s": 0.0,
@@ -110,16 +110,16 @@ def toy():
 def test_a_new_method_is_its_spec_its_policy_and_nothing_else(toy):
     # the serving benchmark (on the discrete-event model): one straggler beyond the bound, re-run on TY0
     images, labels = np.zeros((16, 3, 4, 4), dtype=np.float32), np.zeros(16, dtype=int)
-    bench = bm.Bench.simulated("native", bm.workers_for(["none", "toy"]), {"F": [2.0]}, images, labels)
+    bench = lt.Bench.simulated("native", lt.workers_for(["none", "toy"]), {"F": [2.0]}, images, labels)
     assert "TY0" in bench.workers
     delays = np.zeros(16)
     delays[4] = 0.2
-    schedule = bm.Schedule(100.0, np.arange(16) * 0.01, np.arange(16), bm.FaultPlan(delays), seed=0)
+    schedule = lt.Schedule(100.0, np.arange(16) * 0.01, np.arange(16), lt.FaultPlan(delays), seed=0)
     frame, info = bench.run("toy", schedule, bound_ms=10.0)
     assert frame.loc[4, "outcome"] == "replica" and frame.loc[4, "answered_by"] == "TY0"
     assert info["n_failed"] == 0 and frame.loc[4, "latency_ms"] < 20
     # the queueing model, the fleet model, the figures and the report know it
-    assert bm.simulate("toy", schedule.arrivals, delays, {"F": 0.002}, 0.01)[4] < 20
+    assert lt.queueing.latencies("toy", schedule.arrivals, delays, {"F": 0.002}, 0.01)[4] < 20
     fleet = scaleout.fleet_run("toy", deployed=2, k=2, per_instance_qps=20.0, n_queries=40,
                                service_ms={"F": np.full(5, 1.0)}, parameters=FLEET_FAULTS,
                                slowdowns=np.linspace(1, 3, 10), link_ms=0.0, frontend_ms=0.0, bound_ms=10.0,
@@ -127,7 +127,7 @@ def test_a_new_method_is_its_spec_its_policy_and_nothing_else(toy):
     assert fleet["n_failed"] == 0
     assert style.label("toy") == "toy method" and style.color("toy") == "#123456"
     assert style.order(["toy", "pm", "none"]) == ["none", "pm", "toy"]
-    assert serving.Frontend(bench.transport, "toy", bm.deployment("toy")).policy.__class__ is TwoChances
+    assert serving.Frontend(bench.transport, "toy", lt.deployment("toy")).policy.__class__ is TwoChances
 
 
 def test_a_method_that_takes_another_methods_look_is_refused(toy):

@@ -235,13 +235,13 @@ def test_table2_and_report_have_every_row(smoke_results):
 def test_latency_benchmark_accounts_for_every_query(smoke_results):
     import pandas as pd
 
-    from flake_lib import benchmark
+    from flake_lib import latency as lt
 
     out, _ = smoke_results
     latency = out / "latency"
     queries = pd.read_parquet(latency / "queries.parquet")
     table1 = pd.read_csv(latency / "table1.csv")
-    assert list(table1.columns[:len(benchmark.TABLE1_COLUMNS)]) == benchmark.TABLE1_COLUMNS
+    assert list(table1.columns[:len(lt.TABLE1_COLUMNS)]) == lt.TABLE1_COLUMNS
     assert set(table1["method"]) == {"none", "srp", "pm", "nkd", "flake", "hedge", "equal", "approxifer"}
     assert set(table1["faults"]) == {"injected", "none"} and set(table1["mode"]) == {"native"}
     assert set(table1.loc[table1["faults"] == "none", "method"]) == {"none"}  # the noise floor
@@ -257,7 +257,7 @@ def test_latency_benchmark_accounts_for_every_query(smoke_results):
     approx = table1[table1["method"] == "approxifer"]
     assert (approx["n_original"] == approx["n_retry"]).all()  # not systematic: F alone answers only a retry
     sweep = pd.read_csv(latency / "load_sweep.csv")
-    assert list(sweep.columns[:len(benchmark.SWEEP_COLUMNS)]) == benchmark.SWEEP_COLUMNS
+    assert list(sweep.columns[:len(lt.SWEEP_COLUMNS)]) == lt.SWEEP_COLUMNS
     assert set(sweep["mode"]) == {"native"}  # the smoke profile sweeps the native mode only
     assert {200.0, 800.0} <= set(sweep["qps"]) and set(sweep["method"]) == {"none", "srp", "pm", "flake", "nkd"}
     capacity = json.loads((latency / "capacity.json").read_text())
@@ -270,11 +270,11 @@ def test_latency_benchmark_accounts_for_every_query(smoke_results):
             assert method["capacity_qps"] is None or method["capacity_qps"] == method["bracket_qps"][0]
         assert {"ratio", "low", "high", "note"} <= set(record["flake_over_pm"])
     bound = pd.read_csv(latency / "bound_sweep.csv")
-    assert list(bound.columns[:len(benchmark.BOUND_COLUMNS)]) == benchmark.BOUND_COLUMNS
+    assert list(bound.columns[:len(lt.BOUND_COLUMNS)]) == lt.BOUND_COLUMNS
     assert set(bound["point"]) == {"headline", "knee"} and bound["bound_ms"].isna().any()  # eager rows
     assert set(bound["bound_ms"].dropna()) == {10.0}
     fig6 = pd.read_csv(latency / "fig6.csv")
-    assert list(fig6.columns[:len(benchmark.FIG6_COLUMNS)]) == benchmark.FIG6_COLUMNS
+    assert list(fig6.columns[:len(lt.FIG6_COLUMNS)]) == lt.FIG6_COLUMNS
     assert set(fig6["n_unavailable"]) == {1, 2} and set(fig6["instances"]) == {1, 2}
     assert (fig6["n"] == fig6["n_unavailable"]).all()  # one burst of m simultaneously unavailable queries
     assert (fig6["n_recovered"] <= fig6["n"]).all()

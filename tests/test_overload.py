@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flake_lib import benchmark as bm
 from flake_lib import claims, results, serving
+from flake_lib import latency as lt
 
 METHODS = ["none", "srp", "pm", "flake", "nkd"]
 
@@ -22,14 +22,14 @@ def overloaded():
     rng = np.random.default_rng(0)
     images, labels = rng.standard_normal((32, 3, 4, 4)).astype(np.float32), rng.integers(0, 5, 32)
     service = {"F": np.full(20, 2.0), "PM": np.full(20, 2.0), "Flake": np.full(20, 1.0), "NKD": np.full(20, 1.0)}
-    bench = bm.Bench.simulated("native", bm.workers_for(METHODS), service, images, labels, cpus=1, drain_s=0.1,
+    bench = lt.Bench.simulated("native", lt.workers_for(METHODS), service, images, labels, cpus=1, drain_s=0.1,
                                recovery=serving.RecoveryBudget())
-    config = bm.FaultConfig(straggler_rate_per_s=4.0, reference_ms=10.0, pause_rate_per_s=0.0)
+    config = lt.FaultConfig(straggler_rate_per_s=4.0, reference_ms=10.0, pause_rate_per_s=0.0)
 
     def schedule(qps):
-        return bm.level_schedule(qps, 1.0, len(images), config, np.linspace(1.0, 4.0, 50), seed=5)
+        return lt.level_schedule(qps, 1.0, len(images), config, np.linspace(1.0, 4.0, 50), seed=5)
 
-    rows, capacities = bm.run_load_sweep(bench, METHODS, [100.0, 2000.0], schedule, bound_ms=10.0,
+    rows, capacities = lt.run_load_sweep(bench, METHODS, [100.0, 2000.0], schedule, bound_ms=10.0,
                                          tail_bound_ms=30.0, statistic="p99_ms", max_refinements=2)
     return pd.DataFrame(rows), capacities
 
@@ -53,7 +53,7 @@ def test_every_latency_file_is_written_and_read_back_with_its_infinities(overloa
     sweep.to_csv(latency / "load_sweep.csv", index=False)
     record = {"objective": {"statistic": "p99_ms", "bound_ms": 30.0},
               "modes": {"native": {"methods": capacities,
-                                   "flake_over_pm": bm.capacity_ratio(capacities["flake"], capacities["pm"])}}}
+                                   "flake_over_pm": lt.capacity_ratio(capacities["flake"], capacities["pm"])}}}
     results.write_metrics(record, latency / "capacity.json")
     results.write_table(sweep[["method", "qps", "p99_ms", "n_failed"]], latency / "load_sweep_table")
     assert "Infinity" not in (latency / "capacity.json").read_text()  # strict JSON
@@ -82,11 +82,11 @@ def test_each_run_reports_its_block_method_level_queries_and_eta(monkeypatch, tm
     rng = np.random.default_rng(0)
     images, labels = rng.standard_normal((8, 3, 4, 4)).astype(np.float32), rng.integers(0, 5, 8)
     plan = progress.Plan({"sweep": 2.0}, log=seen.append)
-    bench = bm.Bench.simulated("native", bm.workers_for(["pm"]), {"F": [1.0], "PM": [1.0]}, images, labels,
+    bench = lt.Bench.simulated("native", lt.workers_for(["pm"]), {"F": [1.0], "PM": [1.0]}, images, labels,
                                plan=plan)
     plan.block("load sweep (native)", runs=2)
     for qps in (50.0, 100.0):
-        bench.run("pm", bm.level_schedule(qps, 1.0, len(images), None, np.ones(2), seed=1))
+        bench.run("pm", lt.level_schedule(qps, 1.0, len(images), None, np.ones(2), seed=1))
     assert seen[0].startswith("load sweep (native): 2 run(s)")
     during = [t for t in seen if "queries" in t and not t.startswith("load sweep (native): ")]
     assert any("run 2/2" in t and "pm at 100 qps (native)" in t and "/100 queries" in t for t in during)

@@ -18,7 +18,7 @@ psutil = pytest.importorskip("psutil")
 
 from test_serving import _answered_once, _kill_f1_and_recover, _queries, _quiet, linear_ir  # noqa: E402, F401
 
-from flake_lib import benchmark, serving  # noqa: E402
+from flake_lib import latency, serving  # noqa: E402
 from flake_lib.serving import ray_cluster, ray_transport  # noqa: E402
 
 EDGES = ("edge0", "edge1")
@@ -126,7 +126,7 @@ def test_detection_time_and_settle_bring_killed_workers_back(cluster, transport,
     assert transport.nodes["F1"] == transport.nodes["R0"]  # back on its edge node
     transport.kill("F0")  # not yet seen dead: settle finds it through its barrier and restarts it
     images, labels = _queries(8)
-    bench = benchmark.Bench("native", list(PLACEMENT), {"F": linear_path}, images, labels, transport=transport)
+    bench = latency.Bench("native", list(PLACEMENT), {"F": linear_path}, images, labels, transport=transport)
     bench.settle(timeout_s=60.0)
     assert all(transport.is_alive(w) for w in PLACEMENT)
     records = serving.serve(transport, "none", serving.Deployment(["F0", "F1"]), images, labels,
@@ -139,21 +139,21 @@ def test_the_same_schedule_runs_through_both_engines(cluster, linear_path):
     """``Bench(engine=...)``: worker processes here, then Ray actors on the edge nodes, then processes
     again (ABBA), one schedule; nothing lost on either engine."""
     images, labels = _queries(60, seed=9)
-    schedule = benchmark.make_schedule(100, 60, len(images), None, np.ones(10), seed=5)
+    schedule = latency.make_schedule(100, 60, len(images), None, np.ones(10), seed=5)
     paths = {m: linear_path for m in ("F", "PM", "Flake", "NKD")}
-    workers = benchmark.workers_for(["flake"])
+    workers = latency.workers_for(["flake"])
 
     @contextlib.contextmanager
     def open_bench(engine):
-        with benchmark.Bench("native", workers, paths, images, labels, engine=engine,
+        with latency.Bench("native", workers, paths, images, labels, engine=engine,
                              ray_placement={"F0": "edge0", "F1": "edge1", "FP0": "edge1"}, drain_s=1.0) as bench:
             if engine == "ray":
                 cluster.track(bench.transport.pids.values())
                 assert bench.transport.nodes["F0"] != bench.transport.nodes["F1"]
             yield bench
 
-    runs = benchmark.engine_comparison(open_bench, ["flake"], schedule, bound_ms=50.0, repeats=2)
+    runs = latency.engine_comparison(open_bench, ["flake"], schedule, bound_ms=50.0, repeats=2)
     assert list(runs["engine"]) == ["process", "ray", "ray", "process"]
     assert (runs["n_queries"] == 60).all() and (runs["n_failed"] == 0).all()
-    table = benchmark.engine_overhead(runs)
+    table = latency.engine_overhead(runs)
     assert set(table["statistic"]) == {"median_ms", "p999_ms", "gmm_ms", "gpm_ms"} and (table["repeats"] == 2).all()

@@ -138,20 +138,20 @@ def test_a_paused_computing_worker_gives_its_core_back(sharing, first_ms, second
 
 
 def test_the_load_sweep_and_capacity_search_run_on_the_model():
-    from flake_lib import benchmark as bm
+    from flake_lib import latency as lt
 
-    workers = bm.workers_for(["none", "pm", "flake", "approxifer"])
+    workers = lt.workers_for(["none", "pm", "flake", "approxifer"])
     service = {"F": np.full(50, 2.0), "PM": np.full(50, 2.0), "Flake": np.full(50, 1.0)}
     images, labels = _queries(64)
-    bench = bm.Bench.simulated("native", workers, service, images, labels, cpus=1, frontend_ms=0.01,
+    bench = lt.Bench.simulated("native", workers, service, images, labels, cpus=1, frontend_ms=0.01,
                                recovery=serving.RecoveryBudget())
-    config = bm.FaultConfig(straggler_rate_per_s=2.0, reference_ms=20.0, pause_rate_per_s=0.0)
+    config = lt.FaultConfig(straggler_rate_per_s=2.0, reference_ms=20.0, pause_rate_per_s=0.0)
     slowdowns = np.linspace(1.0, 5.0, 100)
 
     def schedule(qps):
-        return bm.level_schedule(qps, 2.0, len(images), config, slowdowns, seed=3)
+        return lt.level_schedule(qps, 2.0, len(images), config, slowdowns, seed=3)
 
-    rows, capacities = bm.run_load_sweep(bench, ["none", "pm", "flake", "approxifer"], [50.0, 150.0, 400.0],
+    rows, capacities = lt.run_load_sweep(bench, ["none", "pm", "flake", "approxifer"], [50.0, 150.0, 400.0],
                                          schedule, bound_ms=10.0, tail_bound_ms=30.0, statistic="p99_ms",
                                          max_refinements=1)
     table = {(r["method"], r["qps"]): r for r in rows}
@@ -160,13 +160,13 @@ def test_the_load_sweep_and_capacity_search_run_on_the_model():
     # (overload), at 50 qps 0.15
     assert table[("none", 400.0)]["median_ms"] > table[("none", 50.0)]["median_ms"]
     assert capacities["pm"]["capacity_qps"] is None or capacities["pm"]["capacity_qps"] < 400
-    again, _ = bm.run_load_sweep(bench, ["pm"], [150.0], schedule, bound_ms=10.0, tail_bound_ms=30.0,
+    again, _ = lt.run_load_sweep(bench, ["pm"], [150.0], schedule, bound_ms=10.0, tail_bound_ms=30.0,
                                  statistic="p99_ms", max_refinements=0)
     assert again[0]["p99_ms"] > 0
 
 
 def test_calibration_finds_the_link_that_made_the_measurement_and_validation_checks_it():
-    from flake_lib import benchmark as bm
+    from flake_lib import latency as lt
     from flake_lib import scaleout
 
     parameters = {"straggler_rate_per_s": 2.0, "straggler_reference_ms": 20.0, "pause_rate_per_s": 0.0,
@@ -176,7 +176,7 @@ def test_calibration_finds_the_link_that_made_the_measurement_and_validation_che
     slowdowns = np.linspace(1.0, 5.0, 100)
 
     def schedule(qps):
-        return bm.level_schedule(qps, 1.0, 64, scaleout.sweep_config(parameters), slowdowns, seed=5)
+        return lt.level_schedule(qps, 1.0, 64, scaleout.sweep_config(parameters), slowdowns, seed=5)
 
     def bench(link):
         return scaleout.model_bench("native", methods, service, parameters, link_ms=link, frontend_ms=0.0)

@@ -1,9 +1,13 @@
 """The edge serving system: worker processes, a frontend with one policy per method, an open-loop
 load and seeded faults.
 
-- :mod:`.transport`: :class:`WorkerSpec` (one model instance: device, CPU set, device emulation),
-  :class:`ProcessTransport` (``start / send / receive / pause / resume / kill / restart / is_alive /
-  close``; one inbox and one response pipe per worker, a death seen as the end of its pipe).
+- :mod:`.transport`: :class:`Transport` (the interface every transport implements: ``start / send /
+  receive / pause / resume / kill / restart / is_alive / reset / close``, a clock, each worker's CPU
+  set), :class:`WorkerSpec` (one model instance: device, CPU set, device emulation) and
+  :class:`ProcessTransport` (one inbox and one response pipe per worker process, a death seen as the
+  end of its pipe).
+- :mod:`.simulation`: :class:`~.simulation.SimulatedTransport`, the same interface in virtual time.
+- :mod:`.pinning`: which CPUs the frontend and the workers run on.
 - :mod:`.ray_transport`: :class:`~.ray_transport.RayTransport`, the same interface over Ray actors on
   edge nodes (placed by a custom resource per node, faults through a fault agent per node, a death
   seen as Ray's error on the calls pending there); imported on first use (``serving.RayTransport``),
@@ -23,10 +27,10 @@ omission). Every query ends with exactly one outcome of :data:`OUTCOMES`: ``orig
 from .faults import FaultSchedule
 from .frontend import OUTCOMES, Deployment, Frontend, RecoveryBudget, Request, serve
 from .load import poisson_arrivals
-from .transport import ProcessTransport, Response, WorkerEvent, WorkerSpec
+from .transport import ProcessTransport, Response, Transport, WorkerEvent, WorkerSpec
 
 __all__ = ["OUTCOMES", "Deployment", "FaultSchedule", "Frontend", "ProcessTransport", "RecoveryBudget", "Request",
-           "Response", "WorkerEvent", "WorkerSpec", "poisson_arrivals", "serve"]
+           "Response", "Transport", "WorkerEvent", "WorkerSpec", "poisson_arrivals", "serve"]
 
 
 def __getattr__(name: str):

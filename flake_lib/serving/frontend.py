@@ -61,7 +61,6 @@ import collections
 import gc
 import heapq
 import itertools
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,6 +68,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import coding, methods
+from . import pinning
 from .faults import FaultSchedule
 from .transport import Response, WorkerEvent
 
@@ -171,7 +171,7 @@ class Frontend:
         self.deadlines = _deadlines(deadline_s, timing_bound_s)
         self.budget = recovery or RecoveryBudget()
         self.restart_delay_s = restart_delay_s
-        self.clock = clock or getattr(transport, "clock", None) or time.monotonic  #: virtual in a simulation
+        self.clock = clock or transport.clock  #: time.monotonic, or the virtual time of a simulation
         self.policy = self.spec.policy_class()(self)
         self.workers = list(dict.fromkeys(deployment.deployed + deployment.parity + deployment.backup))
         self.busy_s: dict[str, float] = {}
@@ -559,7 +559,7 @@ class Frontend:
             "t0": self.t0, "wall_s": wall, "busy_s": dict(self.busy_s), "compute_s": dict(self.compute_s),
             "utilisation": {w: b / wall if wall > 0 else float("nan") for w, b in self.busy_s.items()},
             "responses": dict(self.responses), "deaths": list(self.deaths), "restarts": list(self.restarts),
-            "placement": dict(getattr(self.transport, "placement", {})), **dict(self.counts)}
+            "placement": dict(self.transport.placement), **dict(self.counts)}
         return self.records
 
 
@@ -585,27 +585,18 @@ def serve(transport, method: str, deployment: Deployment, images: np.ndarray, la
     frontend = Frontend(transport, method, deployment, k=k, encoder=encoder, timing_bound_s=timing_bound_s,
                         cache_size=cache_size, deadline_s=deadline_s, recovery=recovery,
                         restart_delay_s=restart_delay_s)
-    previous = None
-    if frontend_cpus and hasattr(os, "sched_setaffinity"):
-        previous = os.sched_getaffinity(0)
-        try:
-            os.sched_setaffinity(0, set(frontend_cpus))
-        except (OSError, ValueError):
-            previous = None
-    placement = tuple(sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else ()
     gc_enabled = gc.isenabled()
-    gc.collect()
-    gc.freeze()
-    gc.disable()
-    try:
-        records = frontend.run(images, labels, arrivals, faults, drain_s=drain_s, payloads=payloads,
-                               progress=progress)
-    finally:
-        gc.unfreeze()
-        if gc_enabled:
-            gc.enable()
-        if previous is not None:
-            os.sched_setaffinity(0, previous)
+    with pinning.pinned(frontend_cpus) as placement:
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+        try:
+            records = frontend.run(images, labels, arrivals, faults, drain_s=drain_s, payloads=payloads,
+                                   progress=progress)
+        finally:
+            gc.unfreeze()
+            if gc_enabled:
+                gc.enable()
     if stats is not None:
         stats.update(frontend.stats, frontend_cpus=placement)
     return records

@@ -43,7 +43,8 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from .transport import Response, WorkerEvent, WorkerSpec, _pin, serve_one, wait_until_ready
+from . import pinning
+from .transport import Response, WorkerEvent, WorkerSpec, serve_one, wait_until_ready
 
 try:  # an actor that is unreachable but not known dead (newer Ray); a death for the frontend all the same
     from ray.exceptions import ActorUnavailableError
@@ -61,7 +62,7 @@ class ModelActor:
     def __init__(self, spec: WorkerSpec, files: dict[str, bytes] | None = None):
         from ..runtime import CompiledModel
 
-        self.spec, self.cpus = spec, _pin(spec.cpus)
+        self.spec, self.cpus = spec, pinning.pin(spec.cpus)
         if files:
             with tempfile.TemporaryDirectory(prefix="flake-model-") as folder:
                 for name, content in files.items():
@@ -121,8 +122,10 @@ class RayTransport:
     files with the actor instead of reading ``model_path`` on the node; ``runtime_env``: Ray's, for
     the actors (e.g. ``{"py_modules": [flake_lib]}`` where the nodes do not have the package).
     ``placement[worker]`` is each worker's CPU set on its node (as :class:`~.transport.ProcessTransport`),
-    ``nodes[worker]`` its Ray node id, ``pids[worker]`` its process id.
+    ``nodes[worker]`` its Ray node id, ``pids[worker]`` its process id. A :class:`~.transport.Transport`.
     """
+
+    clock = staticmethod(time.monotonic)
 
     def __init__(self, placement: Mapping[str, str] | None = None, *, address: str | None = None,
                  share: float = 0.001, ship_models: bool = False, runtime_env: dict | None = None,
@@ -321,6 +324,10 @@ class RayTransport:
         """SIGKILL through the node's fault agent; the death is reported by :meth:`receive` once Ray
         fails the calls pending there, as for any death."""
         self._signal(worker, signal.SIGKILL)
+
+    def reset(self) -> bool:
+        """Actors cannot be made idle at once: the caller waits for them (:class:`~.transport.Transport`)."""
+        return False
 
     def is_alive(self, worker: str) -> bool:
         """The worker's actor has loaded its model and no Ray error has reported it dead."""

@@ -18,7 +18,7 @@ worker is modelled as the real one (:func:`~.transport._worker_main`) serves, fi
 5. its response reaches the frontend ``link_s`` (plus ``link_curve(gap)``) later.
 
 ``link_curve``: ``(gaps_s, one_way_s)``, the measured one-way time of a message to a process that was
-idle for a gap (:func:`flake_lib.benchmark.measure_link_ms`: a sleeping process and core wake up
+idle for a gap (:func:`flake_lib.latency.bench.measure_link_ms`: a sleeping process and core wake up
 slower the longer they slept), interpolated at the receiver's idle time: the worker's since it last
 finished (0 while it is busy), the frontend's since it last sent or took a message.
 
@@ -62,10 +62,10 @@ class _Worker:
 
 
 class SimulatedTransport:
-    """The transport interface of :class:`~.transport.ProcessTransport` in virtual time.
+    """The transport interface (:class:`~.transport.Transport`) in virtual time.
 
     ``service``: ``{model: samples in seconds}``; a worker's model is its ``WorkerSpec.model_path``
-    (:meth:`flake_lib.benchmark.Bench.simulated` names models there); ``pad_s``: ``{model: seconds}``
+    (:meth:`flake_lib.latency.bench.Bench.simulated` names models there); ``pad_s``: ``{model: seconds}``
     of device emulation (or the spec's ``pad_to_s``); ``cpus``: cores the workers share (``None``: one
     each); ``sharing``: ``"time"`` or ``"fifo"`` (see the module); ``link_s``: one-way time of a
     message; ``link_curve``: one-way time by the receiver's idle gap (see the module), added to
@@ -117,7 +117,7 @@ class SimulatedTransport:
                 raise ValueError(f"worker {spec.name}: no service-time samples for model {model!r}")
             self.workers[spec.name] = _Worker(model, pad_s=max(spec.pad_to_s, self.pad_s.get(model, 0.0)))
 
-    def reset(self) -> None:
+    def reset(self) -> bool:
         """Every worker alive, idle and empty, nothing in flight, the clock back at 0 (between runs)."""
         self.now = 0.0
         self.frontend_active = 0.0
@@ -129,6 +129,7 @@ class SimulatedTransport:
         for name, w in self.workers.items():
             self.workers[name] = _Worker(w.model, pad_s=w.pad_s, generation=w.generation + 1,
                                          incarnation=w.incarnation + 1)
+        return True
 
     def _link(self, idle_s: float) -> float:
         """One-way time of a message to a receiver idle for ``idle_s``."""

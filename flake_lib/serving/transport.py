@@ -1,4 +1,10 @@
-"""Workers as OS processes, and the transport that talks to them.
+"""The transport interface (:class:`Transport`), and workers as OS processes behind it.
+
+:class:`Transport` is what the frontend and the latency bench need of the thing that runs model
+instances: start them, send a request, receive answers and events, pause, resume, kill and restart an
+instance, and a clock. Three transports implement it: :class:`ProcessTransport` (worker processes on
+this machine, below), :class:`~.ray_transport.RayTransport` (Ray actors on edge nodes) and
+:class:`~.simulation.SimulatedTransport` (the discrete-event model, in virtual time).
 
 Each worker (:func:`_worker_main`) holds one compiled model (:mod:`flake_lib.runtime`) and serves its
 inbox first-come-first-served. Per request it sleeps the injected delay (a straggler occupies its
@@ -27,9 +33,13 @@ import select
 import signal
 import struct
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from . import pinning
 
 _HEADER = struct.Struct("!Q")  # length of one pickled inbox message
 
@@ -68,16 +78,53 @@ class WorkerEvent:
     kind: str
 
 
-def _pin(cpus) -> tuple[int, ...]:
-    """Pin this process to ``cpus`` where possible; return the CPU set it runs on (empty: unknown)."""
-    if not hasattr(os, "sched_setaffinity"):
-        return ()
-    if cpus:
-        try:
-            os.sched_setaffinity(0, set(cpus))
-        except (OSError, ValueError):
-            pass  # CPUs not available here: run where the system places us, and say so
-    return tuple(sorted(os.sched_getaffinity(0)))
+@runtime_checkable
+class Transport(Protocol):
+    """What runs the model instances, as the frontend (:mod:`.frontend`) and the latency bench see it.
+
+    Requests are fire-and-forget: :meth:`send` never blocks (a stopped instance's requests wait in a
+    buffer), and answers come back through :meth:`receive` as :class:`Response`, deaths and (re)starts as
+    :class:`WorkerEvent`. The frontend is not told what a fault did: it finds a paused instance by its
+    missed deadlines and a killed one by its ``exit`` event, exactly as it would find an outside fault.
+    """
+
+    #: each worker's CPU set, where known (what results report as the placement)
+    placement: dict[str, tuple[int, ...]]
+
+    def clock(self) -> float:
+        """The time (s) the frontend reads: ``time.monotonic()``, or the virtual time of a simulation."""
+
+    def start(self, specs: Sequence[WorkerSpec]) -> None:
+        """Start one instance per spec and wait until each has its model loaded."""
+
+    def send(self, worker: str, request_id: int, payload: np.ndarray, delay_s: float = 0.0) -> None:
+        """Queue one request on ``worker`` (it sleeps ``delay_s`` first: an injected straggler)."""
+
+    def receive(self, timeout: float) -> Response | WorkerEvent | None:
+        """The next answer or event, waiting at most ``timeout`` seconds (``None``: nothing came)."""
+
+    def pause(self, worker: str) -> None:
+        """Stop ``worker`` (SIGSTOP): it keeps its queue and answers nothing until resumed."""
+
+    def resume(self, worker: str) -> None:
+        """Let a paused ``worker`` go on (SIGCONT)."""
+
+    def kill(self, worker: str) -> None:
+        """Kill ``worker`` without notice (SIGKILL); its ``exit`` event follows."""
+
+    def restart(self, worker: str) -> None:
+        """Start a dead ``worker`` again (a ``ready`` event follows); nothing for a live one."""
+
+    def is_alive(self, worker: str) -> bool:
+        """Is ``worker`` running (started, not dead)?"""
+
+    def reset(self) -> bool:
+        """Make every instance alive, idle and empty at once, if this transport can (a simulation:
+        returns True); a real one cannot and returns False, and the caller waits for its instances
+        (the bench's barrier)."""
+
+    def close(self) -> None:
+        """Stop every instance; nothing outlives this."""
 
 
 def _read_exact(fd: int, n: int) -> bytes | None:
@@ -114,7 +161,7 @@ def serve_one(spec: WorkerSpec, model, request_id: int, payload, delay_s: float)
 
 def _worker_main(spec: WorkerSpec, inbox, outbox) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the frontend stops its workers
-    placement = _pin(spec.cpus)
+    placement = pinning.pin(spec.cpus)
     from ..runtime import CompiledModel
 
     model = CompiledModel(spec.model_path, spec.device, spec.threads)
@@ -156,11 +203,11 @@ def wait_until_ready(transport, names: set[str], deadline: float, why_exit=lambd
 
 
 class ProcessTransport:
-    """Workers as spawned OS processes, each with an inbox and a response pipe of its own.
-
-    ``start / send / receive / pause / resume / kill / restart / is_alive / close``; ``placement``
-    holds each worker's CPU set, ``input_shapes`` its model's input shape.
+    """Workers as spawned OS processes, each with an inbox and a response pipe of its own
+    (:class:`Transport`); ``input_shapes`` holds each worker's model input shape.
     """
+
+    clock = staticmethod(time.monotonic)
 
     def __init__(self, start_timeout_s: float = 120.0):
         self.context = mp.get_context("spawn")
@@ -282,6 +329,10 @@ class ProcessTransport:
             os.kill(self.processes[worker].pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+    def reset(self) -> bool:
+        """Real processes cannot be made idle at once: the caller waits for them (:class:`Transport`)."""
+        return False
 
     def is_alive(self, worker: str) -> bool:
         """The worker's process runs and has loaded its model."""

@@ -1,0 +1,75 @@
+"""Who plays which role in each method's deployment, and how each worker is specified.
+
+Every method has the deployed instances ``F0 … F{k−1}`` and, except ``none``, redundant instances named
+by its registry entry (:mod:`flake_lib.methods`): ``FR*`` (replicas of ``F``: ``srp``, ``hedge``, the
+extra instances of ``equal``, ApproxIFER's ``S`` coded instances), ``PM*`` (``pm``'s parity model),
+``FP*`` (Flake's parity model), ``NKD*`` (the NKD student); ``instances`` says how many. Faults name
+*roles* (``deployed0``, ``redundant0`` …), so one schedule is replayed on every method (:mod:`.faults`).
+
+Modes (:func:`worker_specs`): ``native`` runs each model as it is on the host CPU; ``emulated`` pads each
+worker's service time to a stated per-model device time by sleeping (``WorkerSpec.pad_to_s``: an
+accelerator busy with the request while the host CPU is free).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .. import methods, serving
+
+MODES = ("native", "emulated")
+
+
+def worker_model(worker: str) -> str:
+    """The model a worker serves: ``F0 → F``, ``FR1 → F``, ``PM0 → PM``, ``FP0 → Flake``, ``NKD0 → NKD``."""
+    return methods.worker_models()[worker.rstrip("0123456789")]
+
+
+def deployment(method: str, instances: int = 1, k: int = 2) -> serving.Deployment:
+    """Which workers play which role for ``method``: ``k`` deployed instances of ``F`` and ``instances``
+    redundant ones (parity for ``pm``/``flake``, backup for the others, none for ``none``)."""
+    spec = methods.get(method)
+    deployed = [f"F{j}" for j in range(k)]
+    extra = [f"{spec.redundant}{j}" for j in range(instances)] if spec.redundant else []
+    if spec.role == "parity":  # approxifer: its S extra instances of F take coded queries
+        return serving.Deployment(deployed, parity=extra)
+    return serving.Deployment(deployed, backup=extra)
+
+
+def role_map(method: str, instances: int = 1, k: int = 2) -> dict[str, str]:
+    """``{role: worker}``: ``deployed0..`` and ``redundant0..`` of ``method``."""
+    dep = deployment(method, instances, k)
+    roles = {f"deployed{j}": w for j, w in enumerate(dep.deployed)}
+    roles.update({f"redundant{j}": w for j, w in enumerate(dep.parity + dep.backup)})
+    return roles
+
+
+def workers_for(methods: Sequence[str], instances: int = 1, k: int = 2) -> list[str]:
+    """Every worker the methods need (each once)."""
+    names: list[str] = []
+    for method in methods:
+        dep = deployment(method, instances, k)
+        names += [w for w in dep.deployed + dep.parity + dep.backup if w not in names]
+    return names
+
+
+def emulated_times(flops: dict[str, float], f_ms: float) -> dict[str, float]:
+    """Per-model device times of the emulation (ASSUMPTION): proportional to each model's FLOPs,
+    scaled so that ``F`` takes ``f_ms``: ``t_m = f_ms · flops_m / flops_F``."""
+    return {m: f_ms * flops[m] / flops["F"] for m in flops}
+
+
+def worker_specs(names: Sequence[str], model_paths: dict[str, str], mode: str, *,
+                 emulated_ms: dict[str, float] | None = None, device: str = "CPU",
+                 cpus: tuple[int, ...] | None = None) -> list[serving.WorkerSpec]:
+    """One :class:`serving.WorkerSpec` per worker; in ``emulated`` mode padded to its model's device time."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+    if mode == "emulated" and not emulated_ms:
+        raise ValueError("the emulated mode needs a device time per model (emulated_ms)")
+    specs = []
+    for name in names:
+        model = worker_model(name)
+        pad = emulated_ms[model] / 1000 if mode == "emulated" else 0.0
+        specs.append(serving.WorkerSpec(name, model_paths[model], device, threads=1, cpus=cpus, pad_to_s=pad))
+    return specs
