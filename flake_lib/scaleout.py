@@ -42,8 +42,11 @@ def sweep_config(parameters: dict) -> lt.FaultConfig:
 
 
 def recovery_budget(parameters: dict) -> serving.RecoveryBudget:
+    """The admission notebook 04 ran with (its recorded ``recovery`` parameters), sized by the model's own
+    service times when the bench runs (:meth:`flake_lib.latency.bench.Bench.admission`)."""
     budget = parameters.get("recovery") or {}
-    return serving.RecoveryBudget(max_queue=budget.get("max_queue", 4), rate_share=budget.get("rate_share", 0.25))
+    return serving.RecoveryBudget(max_utilisation=budget.get("max_utilisation", 0.8),
+                                  window_s=budget.get("window_s", 1.0), max_queue=budget.get("max_queue"))
 
 
 def model_bench(mode: str, methods: Sequence[str], service_ms: dict, parameters: dict, *, link_ms: float,

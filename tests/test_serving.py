@@ -259,7 +259,7 @@ def test_eager_decoding_answers_at_the_decode_not_at_a_bound(transport):
 
 def test_recovery_budget_caps_recovery_requests(transport):
     """F1 stopped for 0.5 s: about 25 queries need the replica. With ``max_queue=2`` the replica
-    never holds more than 2 requests; with a rate of 5/s at most burst + 5/s × run time are sent."""
+    never holds more than 2 requests; with a bucket of 5/s at most its capacity + 5/s × run time are sent."""
 
     class Spy:
         def __init__(self, inner):
@@ -286,7 +286,7 @@ def test_recovery_budget_caps_recovery_requests(transport):
     spy, stats = Spy(transport), {}
     records = serving.serve(spy, "srp", serving.Deployment(["F0", "F1"], backup=["S0"]), images, labels,
                             arrivals, faults, timing_bound_s=0.02, deadline_s={"replica": 1.0}, stats=stats,
-                            recovery=serving.RecoveryBudget(max_queue=2, rate_share=None))
+                            recovery=serving.RecoveryBudget(max_queue=2, max_utilisation=None))
     _quiet(transport, PAD_S + 0.1)
     counts = _answered_once(records, n)
     unavailable = sum(r["unavailable"] for r in records)
@@ -298,13 +298,16 @@ def test_recovery_budget_caps_recovery_requests(transport):
     assert stats["busy_s"]["S0"] >= 0.95 * PAD_S * stats["responses"]["S0"] > 0
     assert stats["compute_s"]["S0"] < 0.5 * stats["busy_s"]["S0"]
 
+    # sized from the recovering instance: a (stated) 0.1 s service time at most half busy admits 5 per second,
+    # beyond a window of 0.4 s of such work (2 requests)
     stats = {}
-    budget = serving.RecoveryBudget(max_queue=100, rate_share=0.05, burst=2)  # 5 recoveries per second
+    budget = serving.RecoveryBudget(max_utilisation=0.5, window_s=0.4, service_s={"R0": 0.1})
+    assert budget.rate("R0") == 5.0 and budget.capacity("R0") == 2.0 and budget.rate("F0") is None
     records = serving.serve(transport, "srp", serving.Deployment(["F0", "F1"], backup=["R0"]), images, labels,
                             arrivals, faults, timing_bound_s=0.02, stats=stats, recovery=budget)
     _answered_once(records, n)
-    rate = 0.05 * n / arrivals[-1]
-    assert 1 <= stats["recovery_replica"] <= budget.burst + rate * stats["wall_s"] + 1
+    assert 1 <= stats["recovery_replica"] <= budget.capacity("R0") + 5.0 * stats["wall_s"] + 1
+    assert stats["recovery_deferred"] > 0 and stats["admission_wait_max_ms"] > 0
 
 
 def test_malformed_query_gets_an_error_and_service_continues(transport):

@@ -170,7 +170,7 @@ def test_calibration_finds_the_link_that_made_the_measurement_and_validation_che
     from flake_lib import scaleout
 
     parameters = {"straggler_rate_per_s": 2.0, "straggler_reference_ms": 20.0, "pause_rate_per_s": 0.0,
-                  "pause_ms": 100.0, "recovery": {"max_queue": 4, "rate_share": 0.25}}
+                  "pause_ms": 100.0, "recovery": {"max_utilisation": 0.8, "window_s": 1.0}}
     service = {"F": np.full(20, 1.0), "PM": np.full(20, 1.0), "Flake": np.full(20, 0.5), "NKD": np.full(20, 0.5)}
     methods = ["none", "pm", "flake"]
     slowdowns = np.linspace(1.0, 5.0, 100)
@@ -218,3 +218,61 @@ def test_link_curve_charges_each_message_by_its_receivers_idle_time():
     # to the worker (idle for ≥ 100 ms): 0.5; compute 2; back to the frontend, idle since it sent 2.5 ms
     # before: 0.1 + 0.4 · 0.25 = 0.2 ms
     assert [r["latency_ms"] for r in records] == pytest.approx([2.7, 2.7])
+
+
+def test_a_single_queue_leaves_only_the_straggler_behind():
+    """One 200 ms straggler on F0 at 100 qps: with per-instance queues the queries sent to F0 after it
+    wait behind it; with one frontend queue the idle F1 takes them, and only the straggler is late."""
+    n = 60
+    images, labels = _queries(n)
+    arrivals = np.arange(1, n + 1) * 0.01
+    delays = np.zeros(n)
+    delays[10] = 0.2
+    late = {}
+    for dispatch in ("round_robin", "single_queue"):
+        records = serving.serve(_transport(1.0), "none", serving.Deployment(["F0", "F1"]), images, labels, arrivals,
+                                serving.FaultSchedule(delays), timing_bound_s=None, dispatch=dispatch)
+        assert Counter(r["outcome"] for r in records) == {"original": n}
+        late[dispatch] = sorted(r["query"] for r in records if r["latency_ms"] > 20)
+    assert late["single_queue"] == [10]
+    assert len(late["round_robin"]) >= 8 and late["round_robin"][0] == 10
+    with pytest.raises(ValueError, match="single queue"):
+        serving.serve(_transport(1.0), "approxifer", serving.Deployment(["F0", "F1"], parity=["P0"]), images, labels,
+                      arrivals, serving.FaultSchedule(delays), dispatch="single_queue")
+
+
+@pytest.mark.parametrize("stated_ms, deferred", [(1.0, False), (50.0, True)])
+def test_admission_is_sized_from_the_recovering_instance(stated_ms, deferred):
+    """F1 stalls 0.5 s at 200 qps: 50 unavailable queries at 100 per second for SRP's replica. A replica
+    of 1 ms at most 80 % busy admits 800 per second: nothing waits. One stated at 50 ms admits 16 per
+    second beyond a window of 0.8 s of work (16 requests): the rest waits, and the wait is reported."""
+    n = 200
+    images, labels = _queries(n)
+    arrivals = np.arange(1, n + 1) * 0.005
+    delays = np.zeros(n)
+    delays[41] = 0.5  # on F1
+    stats = {}
+    budget = serving.RecoveryBudget(max_utilisation=0.8, window_s=1.0, service_s={"R0": stated_ms / 1000})
+    records = serving.serve(_transport(1.0), "srp", serving.Deployment(["F0", "F1"], backup=["R0"]), images, labels,
+                            arrivals, serving.FaultSchedule(delays), timing_bound_s=0.01, recovery=budget, stats=stats)
+    assert sum(r["unavailable"] for r in records) >= 45
+    assert (stats["recovery_deferred"] > 0) == deferred
+    assert (stats["admission_wait_max_ms"] > 0) == deferred
+    assert stats["admission_requests"] >= 45
+
+
+def test_parity_queries_pass_the_same_admission():
+    """PM's parity queries are redundant work too: a parity instance stated to take 40 ms, at most half
+    busy, admits 12.5 per second; 50 groups per second arrive, so parity queries wait (and are dropped
+    when their group completes first)."""
+    n = 200
+    images, labels = _queries(n)
+    arrivals = np.arange(1, n + 1) * 0.01
+    stats = {}
+    budget = serving.RecoveryBudget(max_utilisation=0.5, window_s=0.2, service_s={"P0": 0.04})
+    records = serving.serve(_transport(1.0), "pm", serving.Deployment(["F0", "F1"], parity=["P0"]), images, labels,
+                            arrivals, serving.FaultSchedule(np.zeros(n)), timing_bound_s=0.01, recovery=budget,
+                            stats=stats)
+    assert Counter(r["outcome"] for r in records) == {"original": n}
+    assert stats["recovery_deferred"] > 0 and stats["recovery_dropped"] > 0
+    assert stats["parity_sent"] < n // 2

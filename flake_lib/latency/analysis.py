@@ -39,6 +39,21 @@ def summarise(records: pd.DataFrame) -> dict:
     return row
 
 
+def fault_events(records: pd.DataFrame, plan: FaultPlan, bound_ms: float | None, k: int = 2) -> dict:
+    """What one run met: ``n_stragglers`` (queries given a delay), ``n_over_bound`` (those delayed beyond
+    the timing bound; every straggler when decoding is eager), ``stall_s`` (seconds of injected delay and
+    pause), ``n_kills``, and ``n_groups_2plus`` (coding groups of ``k`` consecutive queries with two or
+    more members unavailable: one parity query cannot rebuild them from the group alone)."""
+    delays = np.asarray(plan.delays_s, dtype=float)[: len(records)]
+    over = delays > (bound_ms or 0.0) / 1000
+    unavailable = records["unavailable"].to_numpy(dtype=bool) if "unavailable" in records else np.zeros(0, bool)
+    n = len(unavailable) - len(unavailable) % k
+    groups = int((unavailable[:n].reshape(-1, k).sum(axis=1) >= 2).sum()) if n else 0
+    return {"n_stragglers": int((delays > 0).sum()), "n_over_bound": int(over.sum()),
+            "stall_s": float(delays.sum() + sum(end - start for _, start, end in plan.pauses)),
+            "n_kills": len(plan.kills), "n_groups_2plus": groups}
+
+
 def tail_statistic(n_queries: int) -> str:
     """``p999_ms`` when a run holds at least 10 queries above its p99.9 (``n ≥ 10⁴``), else ``p99_ms``."""
     return "p999_ms" if n_queries >= 10_000 else "p99_ms"

@@ -13,16 +13,16 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from .. import progress, serving
 from ..serving import pinning
-from .analysis import summarise
+from .analysis import fault_events, summarise
 from .faults import FaultPlan
-from .roles import deployment, worker_specs
+from .roles import deployment, worker_model, worker_specs
 from .schedules import Schedule
 
 _BARRIER_IDS = itertools.count(-1, -1)  # request ids of barriers: negative, never a frontend's
@@ -107,6 +107,11 @@ def simulated_transport(service_ms: dict[str, Sequence[float]], *, cpus: int | N
                               frontend_s=frontend_ms / 1000, startup_s=startup_s, seed=seed)
 
 
+#: Below this utilisation of the recovering instance, admission that deferred work decided by itself
+#: (the E4 verdicts are then inconclusive).
+ADMISSION_IDLE_UTIL = 0.10
+
+
 @dataclass
 class Bench:
     """Runs methods on schedules in one mode: the transport is started once with every worker the
@@ -134,6 +139,8 @@ class Bench:
     ray_address: str | None = None  #: the Ray cluster to join (``None``: ``RAY_ADDRESS``, else a local one)
     ray_placement: dict[str, str] | None = None  #: worker -> custom resource of its node (``ray`` only)
     plan: progress.Plan | None = None  #: where each run reports its progress (the terminal's status line)
+    service_ms: dict[str, float] | None = None  #: per model, its measured service time here (native admission)
+    dispatch: str = "round_robin"  #: how originals reach the deployed instances (``single_queue``: see serving)
 
     @classmethod
     def simulated(cls, mode: str, workers: Sequence[str], service_ms: dict[str, Sequence[float]], images: np.ndarray,
@@ -148,6 +155,7 @@ class Bench:
         transport = simulated_transport(service_ms, cpus=cpus, sharing=sharing, link_ms=link_ms,
                                         link_curve_ms=link_curve_ms, frontend_ms=frontend_ms, startup_s=startup_s,
                                         seed=seed)
+        kwargs.setdefault("service_ms", {m: float(np.median(v)) for m, v in service_ms.items()})
         bench = cls(mode, workers, {m: m for m in service_ms}, images, labels, transport=transport, **kwargs)
         transport.start(worker_specs(bench.workers, bench.model_paths, mode, emulated_ms=bench.emulated_ms))
         return bench
@@ -212,16 +220,31 @@ class Bench:
         raise RuntimeError(f"workers not idle within {timeout_s} s: "
                            f"{[w for w in self.workers if pending.get(w, 0) is not None]}")
 
+    def admission(self, recovery: serving.RecoveryBudget | None, workers: Sequence[str]) -> serving.RecoveryBudget:
+        """The admission of a run: ``recovery`` (or the bench's, or the default) sized by each redundant
+        worker's service time in this mode — its device time (emulated) or its measured time here
+        (native) — unless it names its own."""
+        budget = recovery or self.recovery or serving.RecoveryBudget()
+        times = self.emulated_ms if self.mode == "emulated" else self.service_ms
+        if budget.service_s is None and times:
+            budget = replace(budget, service_s={w: times[worker_model(w)] / 1000 for w in workers
+                                                if worker_model(w) in times})
+        return budget
+
     def run(self, method: str, schedule: Schedule, *, faults: bool = True, bound_ms: float | None = 10.0,
-            instances: int = 1, recovery: serving.RecoveryBudget | None = None) -> tuple[pd.DataFrame, dict]:
+            instances: int = 1, recovery: serving.RecoveryBudget | None = None,
+            dispatch: str | None = None) -> tuple[pd.DataFrame, dict]:
         """Serve ``schedule`` with ``method``; ``bound_ms=None`` decodes eagerly (for ``hedge`` the bound
-        is the hedging delay). Returns the records and a summary (:func:`summarise`, utilisation)."""
+        is the hedging delay). Returns the records and a summary (:func:`summarise`, utilisation, what
+        the admission did, the injected fault events: :func:`~.analysis.fault_events`)."""
         import psutil
 
         self.start()
         settle_s = self.settle()
         plan = schedule.plan if faults else FaultPlan.none(schedule.n)
         dep = deployment(method, instances, self.k)
+        budget = self.admission(recovery, dep.parity + dep.backup)
+        dispatch = dispatch or self.dispatch
         run_stats: dict = {}
         if self.plan is not None:
             self.plan.run(f"{method} at {schedule.qps:g} qps ({self.mode})",
@@ -232,25 +255,31 @@ class Bench:
             self.transport, method, dep, self.images[schedule.index], self.labels[schedule.index],
             schedule.arrivals, plan.for_method(method, instances, self.k), k=self.k, encoder=self.encoder,
             timing_bound_s=None if bound_ms is None else bound_ms / 1000, cache_size=self.cache_size,
-            drain_s=self.drain_s, recovery=recovery or self.recovery, restart_delay_s=self.restart_delay_s,
+            drain_s=self.drain_s, recovery=budget, restart_delay_s=self.restart_delay_s,
             frontend_cpus=self.frontend_cpus, stats=run_stats,
-            progress=self.plan.tick if self.plan is not None else None)
+            progress=self.plan.tick if self.plan is not None else None, dispatch=dispatch)
         elapsed = time.monotonic() - began
         cpu = psutil.cpu_percent(None)
         frame = pd.DataFrame(records)
         util = run_stats.get("utilisation", {})
         redundant = dep.parity + dep.backup
         info = {"method": method, "mode": self.mode, "faults": "injected" if faults else "none",
-                "qps": schedule.qps, "bound_ms": bound_ms, "instances": instances, **summarise(frame),
+                "qps": schedule.qps, "bound_ms": bound_ms, "instances": instances, "dispatch": dispatch,
+                **summarise(frame), **fault_events(frame, plan, bound_ms, self.k),
                 "cpu_percent": cpu, "cpu_util": cpu / 100,
                 "deployed_util": float(np.mean([util.get(w, np.nan) for w in dep.deployed])),
                 "parity_util": float(np.mean([util.get(w, np.nan) for w in dep.parity])) if dep.parity else np.nan,
                 "backup_util": float(np.mean([util.get(w, np.nan) for w in dep.backup])) if dep.backup else np.nan,
                 "wall_s": elapsed, "settle_s": settle_s, "deaths": len(run_stats.get("deaths", [])),
                 "restarts": len(run_stats.get("restarts", [])), "restart_times": list(run_stats.get("restarts", [])),
-                **{key: v for key, v in run_stats.items() if key.startswith(("recovery_", "deadline_missed"))}}
+                **{key: v for key, v in run_stats.items()
+                   if key.startswith(("recovery_", "deadline_missed", "admission_", "parity_sent"))},
+                "admission_max_utilisation": budget.max_utilisation}
         info["redundant_util"] = (float(np.mean([util.get(w, np.nan) for w in redundant])) if redundant
                                   else np.nan)
+        # the harness acted by itself: admission deferred work while the instance that would do it was nearly idle
+        info["admission_acted_idle"] = bool(info.get("recovery_deferred", 0) > 0 and redundant
+                                            and info["redundant_util"] < ADMISSION_IDLE_UTIL)
         info["placement"] = str({"frontend": run_stats.get("frontend_cpus"),
                                  "workers": sorted({c for w in dep.deployed + redundant
                                                     for c in run_stats.get("placement", {}).get(w, ())})})

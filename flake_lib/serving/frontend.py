@@ -21,10 +21,14 @@ shares:
   outstanding there is lost, nothing more is routed there, and it is restarted ``restart_delay_s``
   later. "Wait for the original" then means: send the query again to a live deployed instance
   (``recovered_by = "retry"``) when no live request can answer it any more.
-- **Recovery budget** (:class:`RecoveryBudget`): recovery requests wait in the frontend until the
-  chosen instance holds fewer than ``max_queue`` requests and a token of the per-second budget is
-  there; one whose query was answered meanwhile is dropped. Recovery work therefore never exceeds
-  what the recovering instance can take, and never grows faster than the budget under overload.
+- **Admission** (:class:`RecoveryBudget`): every redundant request — a group's parity query, a
+  partner, replica, student or hedge request, a re-sent one — waits in the frontend until the instance
+  that will serve it has room by a rule sized from that instance's own service time and a stated
+  maximum utilisation; one whose query was answered meanwhile is dropped. The same rule for every
+  method; how often it acted (deferred, dropped, the wait) is in the run's statistics.
+- **Dispatch**: ``round_robin`` sends query ``i`` to deployed instance ``i mod k`` (each instance queues
+  its own), ``single_queue`` keeps the queries in one frontend queue that idle instances take from (as
+  ParM's experiments did): a stalled instance then holds one query, not a backlog.
 
 Methods (all on the same arrivals and faults):
 
@@ -74,6 +78,7 @@ from .transport import Response, WorkerEvent
 
 OUTCOMES = ("original", "decoded", "reconstructed", "replica", "student", "hedge", "error", "failed")
 MIN_DEADLINE_S = 0.1  #: the default request deadline is max(2 × timing bound, this)
+DISPATCH = ("round_robin", "single_queue")  #: how originals reach the deployed instances (see the module)
 PROGRESS_INTERVAL_S = 2.0  #: wall-clock seconds between two calls of a run's progress callback
 KINDS = ("original", "parity", "partner", "replica", "student", "hedge", "coded")  #: request kinds
 GROUP_KINDS = ("parity", "coded")  #: request kinds owned by a coding group, not by one query
@@ -92,20 +97,39 @@ class Deployment:
 
 @dataclass(frozen=True)
 class RecoveryBudget:
-    """How much recovery work (replica, student, hedge, partner and re-sent parity requests) the
-    frontend may put on the system at once.
+    """Admission of redundant work — parity, partner, replica, student, hedge and re-sent coded
+    requests alike — sized from what the instance that does it can serve.
 
-    ``max_queue``: a recovery request goes to an instance only while it holds fewer than this many
-    outstanding requests (of any kind); ``rate_share``: a token bucket refilled at ``rate_share ×``
-    the offered query rate (``None``: no rate limit), holding at most ``burst`` tokens. A recovery
-    request that finds no room waits in the frontend (first in, first out) and is dropped if its
-    query is answered meanwhile. The defaults let a burst of ``burst`` unavailable queries be
-    recovered at once and recovery add at most a quarter of the offered load beyond that.
+    Each redundant instance ``w`` has a token bucket refilled at ``max_utilisation / service_s[w]``
+    tokens per second (admitted work keeps it at most ``max_utilisation`` busy on average) that holds
+    ``window_s`` seconds of that work (``max_utilisation · window_s / service_s[w]`` tokens, at least
+    one): a burst of unavailable queries is admitted at once, and only work that would keep the instance
+    busier than ``max_utilisation`` for longer than ``window_s`` waits in the frontend (first in, first
+    out; dropped if its query is answered meanwhile). ``max_utilisation=None``: nothing is limited; an
+    instance without a service time in ``service_s`` is not limited either. ``max_queue``: optionally,
+    no more than this many outstanding requests on the instance (``None``: no cap).
+
+    Why this sizing: a stalled deployed instance makes unavailable queries at the rate its share of the
+    load arrives (``qps / k``); the bucket refills at ``max_utilisation / t`` whatever the offered load,
+    so whenever the recovering instance could serve them at that utilisation, they drain, and the
+    admission acts only where the instance itself could not keep up.
     """
 
-    max_queue: int = 4
-    rate_share: float | None = 0.25
-    burst: int = 16
+    max_utilisation: float | None = 0.8
+    window_s: float = 1.0
+    max_queue: int | None = None
+    service_s: dict | None = None  #: worker -> service time of one request there (s)
+
+    def rate(self, worker: str) -> float | None:
+        """Tokens per second of ``worker``'s bucket (``None``: not limited)."""
+        t = (self.service_s or {}).get(worker)
+        if self.max_utilisation is None or not t:
+            return None
+        return self.max_utilisation / t
+
+    def capacity(self, worker: str) -> float:
+        rate = self.rate(worker)
+        return float("inf") if rate is None else max(1.0, rate * self.window_s)
 
 
 @dataclass
@@ -123,7 +147,7 @@ class Request:
 
 @dataclass
 class _Intent:
-    """A recovery request waiting for the budget."""
+    """A redundant request waiting for admission (:class:`RecoveryBudget`)."""
 
     kind: str
     owner: int
@@ -132,6 +156,8 @@ class _Intent:
     partners: tuple[int, ...] = ()
     waited: bool = False
     index: int = -1
+    created: float = 0.0  #: when it was asked for (its wait for admission starts here)
+    proactive: bool = False  #: a group's first parity query (not a recovery)
 
 
 def _deadlines(deadline_s, timing_bound_s) -> dict[str, float]:
@@ -163,8 +189,11 @@ class Frontend:
     def __init__(self, transport, method: str, deployment: Deployment, *, k: int = 2,
                  encoder: str = "addition", timing_bound_s: float | None = 0.05, cache_size: int = 64,
                  deadline_s: float | dict | None = None, recovery: RecoveryBudget | None = None,
-                 restart_delay_s: float | None = 1.0, clock=None):
+                 restart_delay_s: float | None = 1.0, clock=None, dispatch: str = "round_robin"):
         self.spec = methods.get(method)  # a clear error for an unknown method
+        if dispatch not in DISPATCH:
+            raise ValueError(f"dispatch {dispatch!r}: one of {DISPATCH}")
+        self.single_queue = dispatch == "single_queue"
         self.transport, self.method, self.deployment = transport, method, deployment
         self.k, self.encoder, self.cache_size = k, encoder, cache_size
         self.timing_bound_s, self.eager = timing_bound_s, timing_bound_s is None
@@ -173,6 +202,8 @@ class Frontend:
         self.restart_delay_s = restart_delay_s
         self.clock = clock or transport.clock  #: time.monotonic, or the virtual time of a simulation
         self.policy = self.spec.policy_class()(self)
+        if self.single_queue and not self.policy.systematic:
+            raise ValueError(f"{method}: its queries are not sent alone, so they cannot wait in a single queue")
         self.workers = list(dict.fromkeys(deployment.deployed + deployment.parity + deployment.backup))
         self.busy_s: dict[str, float] = {}
         self.compute_s: dict[str, float] = {}
@@ -223,11 +254,12 @@ class Frontend:
     def parity_payload(self, members) -> np.ndarray:
         return coding.encode_np(self.images[members.start: members.stop][None], self.encoder)
 
-    # -- recovery within the budget
+    # -- redundant work within the admission budget
     def recover(self, kind: str, owner: int, pool: list[str], payload: np.ndarray,
-                partners: tuple[int, ...] = (), index: int = -1) -> None:
-        """Queue a recovery request; :meth:`dispatch` sends it when the budget allows."""
-        intent = _Intent(kind, owner, pool, payload, partners, index=index)
+                partners: tuple[int, ...] = (), index: int = -1, proactive: bool = False) -> None:
+        """Queue a redundant request (a recovery, or with ``proactive`` a group's parity query);
+        :meth:`dispatch` sends it when admission allows."""
+        intent = _Intent(kind, owner, pool, payload, partners, index=index, created=self.now(), proactive=proactive)
         if not self._stale(intent):
             self.intents[(kind, owner) if kind in GROUP_KINDS else owner] += 1
             self.backlog.append(intent)
@@ -238,20 +270,31 @@ class Frontend:
             return all(self.records[m]["outcome"] is not None for m in self.policy.members(intent.owner))
         return self.records[intent.owner]["outcome"] is not None
 
-    def _tokens(self) -> bool:
-        if self.token_rate is None:
-            return True
+    def _tokens(self, worker: str) -> float:
+        """Tokens in ``worker``'s bucket now (refilled since it was last looked at)."""
+        rate = self.budget.rate(worker)
+        if rate is None:
+            return float("inf")
+        tokens, then = self.buckets.get(worker, (self.budget.capacity(worker), 0.0))
         t = self.now()
-        self.tokens = min(self.budget.burst, self.tokens + (t - self.token_time) * self.token_rate)
-        self.token_time = t
-        return self.tokens >= 1
+        tokens = min(self.budget.capacity(worker), tokens + (t - then) * rate)
+        self.buckets[worker] = (tokens, t)
+        return tokens
+
+    def _admitted(self, intent: _Intent, dropped: bool = False) -> None:
+        """``intent`` leaves the backlog (sent, or ``dropped``): its wait for admission is recorded."""
+        self._pop_intent()
+        self.admission_waits.append(self.now() - intent.created)
+        if dropped:
+            self.counts["recovery_dropped"] += 1
 
     def dispatch(self) -> None:
+        if self.queue is not None:
+            self._dispatch_originals()
         while self.backlog:
             intent = self.backlog[0]
             if self._stale(intent):
-                self._pop_intent()
-                self.counts["recovery_dropped"] += 1
+                self._admitted(intent, dropped=True)
                 continue
             tried = self.tried[(intent.kind, intent.owner)]
             usable = [w for w in intent.pool if self.alive.get(w) and w not in tried and not self.suspect(w)]
@@ -260,19 +303,20 @@ class Frontend:
                 self.counts["recovery_impossible"] += 1
                 self.policy.on_no_room(intent)
                 continue
-            room = [w for w in usable if len(self.outstanding[w]) < self.budget.max_queue]
-            if not room or not self._tokens():
+            cap = self.budget.max_queue
+            room = [w for w in usable if (cap is None or len(self.outstanding[w]) < cap) and self._tokens(w) >= 1]
+            if not room:
                 if not intent.waited:
                     intent.waited = True
                     self.counts["recovery_deferred"] += 1
                 return
-            self._pop_intent()
-            if self.token_rate is not None:
-                self.tokens -= 1
+            self._admitted(intent)
             worker = min(room, key=lambda w: len(self.outstanding[w]))
+            tokens, then = self.buckets.get(worker, (float("inf"), self.now()))
+            self.buckets[worker] = (tokens - 1, then)
             self.send(worker, intent.kind, intent.owner, intent.payload, partners=intent.partners,
                       index=intent.index)
-            self.counts[f"recovery_{intent.kind}"] += 1
+            self.counts["parity_sent" if intent.proactive else f"recovery_{intent.kind}"] += 1
             if intent.kind not in GROUP_KINDS:
                 self.records[intent.owner]["recovery_requests"] += 1
 
@@ -300,7 +344,7 @@ class Frontend:
         not), or another request not late (or a decode) can answer ``q``; otherwise (its instance
         died) send it again to a live instance of ``F`` (to the next one that starts, if none is)."""
         if (self.records[q]["outcome"] is not None or self.has_live_request(q, "original")
-                or self.policy.can_answer(q)):
+                or q in self.waiting or self.policy.can_answer(q)):
             return
         worker = self.choose(self.policy.pool())
         if worker is None:
@@ -415,6 +459,24 @@ class Frontend:
             self.transport.resume(worker)
             self.paused.discard(worker)
 
+    def _dispatch_originals(self) -> None:
+        """Single queue: the oldest waiting query goes to an idle live instance (nothing outstanding
+        there), as long as there is one; a query answered meanwhile (recovered) is not sent."""
+        pool = self.policy.pool()
+        while self.queue:
+            idle = [w for w in pool if self.alive.get(w) and not self.outstanding[w]]
+            if not idle and self.records[self.queue[0]]["outcome"] is None:
+                return
+            i = self.queue.popleft()
+            self.waiting.discard(i)
+            if self.records[i]["outcome"] is None:
+                self.rotation += 1
+                worker = idle[self.rotation % len(idle)]
+                self.records[i].update(sent_s=self.now(), instance=worker)
+                payload = self.payloads[i] if self.payloads is not None else self.images[i][None]
+                self.send(worker, "original", i, payload, self.faults.delays_s[i])
+            self.policy.after_send(i)
+
     def arrive(self, i: int) -> None:
         record = self.records[i]
         record["sent_s"] = self.now()
@@ -424,6 +486,13 @@ class Frontend:
         elif not self.policy.systematic:  # sent as part of its coded group (after_send)
             if self.timing_bound_s is not None:
                 self.at(self.arrivals[i] + self.timing_bound_s, "bound", i)
+        elif self.queue is not None:  # single queue: sent when an instance is idle (and after_send then)
+            if self.timing_bound_s is not None:
+                self.at(self.arrivals[i] + self.timing_bound_s, "bound", i)
+            self.queue.append(i)
+            self.waiting.add(i)
+            self._dispatch_originals()
+            return
         else:
             pool = self.policy.pool()
             worker = pool[i % len(pool)]
@@ -493,15 +562,15 @@ class Frontend:
         self.counts = collections.Counter({f"{c}_{kind}": 0 for c in ("deadline_missed", "recovery")
                                            for kind in KINDS if kind != "original"})
         self.counts.update(deadline_missed_original=0, recovery_deferred=0, recovery_dropped=0,
-                           recovery_impossible=0, retries=0)
+                           recovery_impossible=0, retries=0, parity_sent=0)
+        self.buckets: dict[str, tuple[float, float]] = {}  # worker -> (tokens, when last refilled)
+        self.admission_waits: list[float] = []  # seconds each redundant request waited for admission
+        self.queue = collections.deque() if self.single_queue else None  # originals not yet sent
+        self.waiting: set[int] = set()  # the queries in it
         self.responses = collections.Counter()
         self.busy_s, self.compute_s = {w: 0.0 for w in self.workers}, {w: 0.0 for w in self.workers}
         self.timers, self.sequence, self.rotation = [], itertools.count(), -1
         self.open = n
-        duration = float(arrivals[-1]) if n else 0.0
-        self.token_rate = (None if self.budget.rate_share is None
-                           else self.budget.rate_share * n / max(duration, 1e-9))
-        self.tokens, self.token_time = float(self.budget.burst), 0.0
         events = faults.events()
         self.t0 = self.clock()
         for w in self.workers:
@@ -559,8 +628,16 @@ class Frontend:
             "t0": self.t0, "wall_s": wall, "busy_s": dict(self.busy_s), "compute_s": dict(self.compute_s),
             "utilisation": {w: b / wall if wall > 0 else float("nan") for w, b in self.busy_s.items()},
             "responses": dict(self.responses), "deaths": list(self.deaths), "restarts": list(self.restarts),
-            "placement": dict(self.transport.placement), **dict(self.counts)}
+            "placement": dict(self.transport.placement), **dict(self.counts),
+            **_wait_summary(self.admission_waits)}
         return self.records
+
+
+def _wait_summary(waits_s: list[float]) -> dict:
+    """``admission_wait_{median,p99,max}_ms`` over the redundant requests of a run (0 when none waited)."""
+    w = 1000 * np.asarray(waits_s, dtype=float) if waits_s else np.zeros(1)
+    return {"admission_requests": len(waits_s), "admission_wait_median_ms": float(np.median(w)),
+            "admission_wait_p99_ms": float(np.percentile(w, 99)), "admission_wait_max_ms": float(w.max())}
 
 
 def serve(transport, method: str, deployment: Deployment, images: np.ndarray, labels: np.ndarray,
@@ -569,7 +646,7 @@ def serve(transport, method: str, deployment: Deployment, images: np.ndarray, la
           payloads: list | None = None, deadline_s: float | dict | None = None,
           recovery: RecoveryBudget | None = None, restart_delay_s: float | None = 1.0,
           frontend_cpus: tuple[int, ...] | None = None, stats: dict | None = None,
-          progress: Callable[[int, int], None] | None = None) -> list[dict]:
+          progress: Callable[[int, int], None] | None = None, dispatch: str = "round_robin") -> list[dict]:
     """Run one method on one arrival and fault schedule; return one record per query.
 
     ``images`` ``(N, 3, H, W)`` float32 normalised queries, sent as ``(1, 3, H, W)`` (``payloads[i]``
@@ -581,10 +658,12 @@ def serve(transport, method: str, deployment: Deployment, images: np.ndarray, la
     garbage collector is kept out of the timed loop (frozen and disabled, restored after).
     ``stats``: a dict filled with :attr:`Frontend.stats` (``busy_s``, ``utilisation`` per worker, …).
     ``progress(arrived, n)``: called every few seconds of the run (a status line; it must be quick).
+    ``dispatch``: ``round_robin`` (query ``i`` to deployed instance ``i mod k``, each with its own queue)
+    or ``single_queue`` (queries wait in the frontend and go to whichever instance is idle).
     """
     frontend = Frontend(transport, method, deployment, k=k, encoder=encoder, timing_bound_s=timing_bound_s,
                         cache_size=cache_size, deadline_s=deadline_s, recovery=recovery,
-                        restart_delay_s=restart_delay_s)
+                        restart_delay_s=restart_delay_s, dispatch=dispatch)
     gc_enabled = gc.isenabled()
     with pinning.pinned(frontend_cpus) as placement:
         gc.collect()

@@ -127,11 +127,9 @@ class ParityModels(GroupCoded):
 
     def after_send(self, q: int) -> None:
         fe = self.fe
-        if q % fe.k == fe.k - 1:
+        if q % fe.k == fe.k - 1:  # the group is complete: its parity query, through admission like any redundant work
             g = q // fe.k
-            workers = fe.choose(fe.deployment.parity, rotate=True)
-            if workers:
-                fe.send(workers, "parity", g, fe.parity_payload(self.members(g)))
+            fe.recover("parity", g, fe.deployment.parity, fe.parity_payload(self.members(g)), proactive=True)
 
     def try_decode(self, g: int) -> None:
         fe = self.fe
