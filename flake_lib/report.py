@@ -331,7 +331,8 @@ def glance_lines(verdicts: list) -> list[str]:
             ("Verdicts: *reproduced* (the evidence supports the claim by its rule), *partly* (the parts "
              "that hold are named), *not* (the evidence contradicts it), *inconclusive* (an interval "
              "covers the decision point, or too few repeats or seeds for one), *not run* (a file is "
-             "missing; the reason names it). † marks this artifact's claim, not the paper's. Each rule "
+             "missing; the reason names it). † marks this artifact's claim, not the paper's, judged *supported* "
+             "or *not supported* (never reproduced). Each rule "
              "is the docstring of one function of `flake_lib/claims.py`, quoted with the claim below."), "",
             *_table(["id", "claim", "paper", "ours", "verdict"],
                     [[v.id + (" †" if v.origin != "paper" else ""), v.claim, v.paper, v.ours, f"*{v.verdict}*"]

@@ -5,6 +5,10 @@
   percentile that falls on such a query *is* infinite; ``n_failed`` says how many there were.
 - :func:`paired_difference`: the mean over repeats of ``a_r − b_r`` (two methods measured on the same
   arrivals and faults in repeat ``r``) with a percentile-bootstrap interval over repeats.
+- :func:`t_interval`, :func:`sign_test`: the small-sample companions of the bootstrap for paired
+  differences over few repeats (``scipy.stats``): Student's t interval of the mean difference, and the
+  exact two-sided sign test (with ``n`` repeats its smallest p-value is ``2 / 2ⁿ``: 0.25 with 3, 0.0625 with 5).
+- :func:`log_ratio_interval`: a ratio of paired statistics, ``exp`` of the t interval of their log ratios.
 - :func:`ratio_of_means`: ``mean(a) / mean(b)`` over paired repeats with its bootstrap interval.
 - :func:`proportion_interval`, :func:`proportion_difference`: the test-set sampling interval of an
   accuracy ``p`` measured on ``n`` images, ``p ± z·√(p(1 − p)/n)``, and of a difference of two.
@@ -69,6 +73,47 @@ def paired_difference(a, b, *, level: float = 0.95, n_boot: int = 10_000, seed: 
     means = _bootstrap_means(d, n_boot, seed)
     tail = 100 * (1 - level) / 2
     return {**out, "low": float(np.percentile(means, tail)), "high": float(np.percentile(means, 100 - tail))}
+
+
+def t_interval(differences, *, level: float = 0.95) -> dict:
+    """Student's t interval of the mean of paired differences: ``mean ± t_{n−1} · s / √n``. Returns
+    ``mean, low, high, n`` (``nan`` bounds with fewer than 2 finite values, infinite ones with an
+    infinite difference)."""
+    from scipy import stats as scipy_stats
+
+    d = np.asarray(differences, dtype=float)
+    d = d[~np.isnan(d)]
+    out = {"mean": float(d.mean()) if d.size else float("nan"), "n": int(d.size)}
+    if d.size < 2:
+        return {**out, "low": float("nan"), "high": float("nan")}
+    if np.isinf(d).any():
+        return {**out, "low": -math.inf if (d == -np.inf).any() else float(d.min()),
+                "high": math.inf if (d == np.inf).any() else float(d.max())}
+    half = float(scipy_stats.t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
+    return {**out, "low": out["mean"] - half, "high": out["mean"] + half}
+
+
+def sign_test(differences) -> dict:
+    """The exact two-sided sign test of paired differences against 0 (``scipy.stats.binomtest``): how many
+    are above and below 0 (zeros left out) and ``p``."""
+    from scipy import stats as scipy_stats
+
+    d = np.asarray(differences, dtype=float)
+    d = d[~np.isnan(d) & (d != 0)]
+    above, below = int((d > 0).sum()), int((d < 0).sum())
+    p = float(scipy_stats.binomtest(above, above + below, 0.5).pvalue) if above + below else float("nan")
+    return {"above": above, "below": below, "n": above + below, "p": p}
+
+
+def log_ratio_interval(a, b, *, level: float = 0.95) -> dict:
+    """``a / b`` of paired positive statistics: the geometric mean of the per-repeat ratios and ``exp`` of
+    the t interval of their logarithms. Returns ``ratio, low, high, n``."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    keep = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
+    d = t_interval(np.log(a[keep] / b[keep]), level=level)
+    return {"ratio": math.exp(d["mean"]) if d["n"] else float("nan"),
+            "low": math.exp(d["low"]) if not math.isnan(d["low"]) else float("nan"),
+            "high": math.exp(d["high"]) if not math.isnan(d["high"]) else float("nan"), "n": d["n"]}
 
 
 def ratio_of_means(a, b, *, level: float = 0.95, n_boot: int = 10_000, seed: int = 0) -> dict:

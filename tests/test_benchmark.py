@@ -304,7 +304,7 @@ def test_queueing_model_by_hand():
 def test_emulated_mode_pads_each_worker_to_its_device_time(model_paths, pool):
     """Emulated devices: F takes its stated time (the linear model computes in far less), a student
     half of it (FLOPs-proportional), and the worker's busy time says so."""
-    times = lt.emulated_times({"F": 2.0, "PM": 2.0, "Flake": 1.0, "NKD": 1.0}, f_ms=20.0)
+    times = lt.device_times({"F": 2.0, "PM": 2.0, "Flake": 1.0, "NKD": 1.0}, f_ms=20.0)
     assert times == {"F": 20.0, "PM": 20.0, "Flake": 10.0, "NKD": 10.0}
     specs = lt.worker_specs(["F0", "NKD0"], model_paths, "emulated", emulated_ms=times)
     assert [s.pad_to_s for s in specs] == [0.02, 0.01]

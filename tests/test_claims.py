@@ -143,9 +143,11 @@ def test_e3d(tmp_path):
 
 # ----------------------------------------------------------------------------- E4
 
-def _table1(folder: Path, gpm: dict, gmm: dict, repeats: int = 5) -> Path:
-    """One row per method and repeat (each value plus a small per-repeat jitter), with decoy rows
-    (noise floor, emulated mode) whose values would reverse every order if they were read."""
+def _table1(folder: Path, gpm: dict, gmm: dict, repeats: int = 5, events: int = 30, acted_idle: bool = False,
+            legacy: bool = False) -> Path:
+    """One row per method and repeat (each value plus a small per-repeat jitter) in the judged block (R1,
+    emulated, round robin), with decoy rows (noise floor, native mode, R2, single queue) whose values would
+    reverse every order if they were read. ``legacy``: a file from before regimes (native rows judged)."""
     rows = []
     for r in range(repeats):
         for method, value in gpm.items():
@@ -153,10 +155,17 @@ def _table1(folder: Path, gpm: dict, gmm: dict, repeats: int = 5) -> Path:
             row = {"method": method, "repeat": r, "qps": 200.0, "n_queries": 10_000, "median_ms": 3.0,
                    "p999_ms": 3.0 + value, "gpm_ms": value + jitter, "gmm_ms": gmm[method] + jitter,
                    "n_failed": 0, "accuracy": 0.8}
-            rows.append({**row, "mode": "native", "faults": "injected"})
-            rows.append({**row, "mode": "native", "faults": "none", "gpm_ms": -row["gpm_ms"], "gmm_ms": -row["gmm_ms"]})
-            rows.append({**row, "mode": "emulated", "faults": "injected", "gpm_ms": -row["gpm_ms"],
-                         "gmm_ms": -row["gmm_ms"]})
+            flipped = {"gpm_ms": -row["gpm_ms"], "gmm_ms": -row["gmm_ms"]}
+            if legacy:
+                rows.append({**row, "mode": "native", "faults": "injected"})
+                rows.append({**row, "mode": "native", "faults": "none", **flipped})
+                rows.append({**row, "mode": "emulated", "faults": "injected", **flipped})
+                continue
+            judged = {"regime": "R1", "mode": "emulated", "dispatch": "round_robin", "faults": "injected",
+                      "n_over_bound": events // repeats + 1, "admission_acted_idle": acted_idle and method == "srp"}
+            rows.append({**row, **judged})
+            for decoy in ({"faults": "none"}, {"mode": "native"}, {"regime": "R2"}, {"dispatch": "single_queue"}):
+                rows.append({**row, **judged, **decoy, **flipped})
     (folder / "latency").mkdir(parents=True)
     pd.DataFrame(rows).to_csv(folder / "latency" / "table1.csv", index=False)
     return folder
@@ -184,8 +193,16 @@ def test_e4ab_orders(tmp_path, function, statistic):
     assert missing.verdict == "not run" and "latency/table1.csv" in missing.why and "notebook 04" in missing.why
 
 
-def test_e4a_reads_an_older_table1_without_mode_and_faults(tmp_path):
-    _table1(tmp_path, PAPER_GPM, PAPER_GMM)
+def test_e4a_is_inconclusive_when_the_harness_decided_or_events_were_few(tmp_path):
+    acted = claims.e4a_gpm_order(_table1(tmp_path / "a", PAPER_GPM, PAPER_GMM, acted_idle=True))
+    assert acted.verdict == "inconclusive" and "under 10 % busy" in acted.why
+    few = claims.e4a_gpm_order(_table1(tmp_path / "b", PAPER_GPM, PAPER_GMM, events=10))
+    assert few.verdict == "inconclusive" and "fewer than 20 fault events" in few.why
+
+
+def test_e4a_reads_an_older_table1_without_regimes_mode_and_faults(tmp_path):
+    _table1(tmp_path, PAPER_GPM, PAPER_GMM, legacy=True)
+    assert claims.e4a_gpm_order(tmp_path).verdict == "reproduced"
     table = pd.read_csv(tmp_path / "latency" / "table1.csv")
     table = table[(table["faults"] == "injected") & (table["mode"] == "native")].drop(columns=["mode", "faults"])
     table.to_csv(tmp_path / "latency" / "table1.csv", index=False)
@@ -198,9 +215,10 @@ def test_e4c_ratios(tmp_path):
     assert ok.verdict == "reproduced" and "GMM SRP/Flake (largest) 2.60" in ok.ours
     equal = {"flake": 9, "pm": 9, "srp": 9, "nkd": 9}
     assert claims.e4c_paper_ratios(_table1(tmp_path / "b", equal, equal)).verdict == "not"
-    smaller = claims.e4c_paper_ratios(_table1(tmp_path / "c", {"flake": 6, "pm": 9, "srp": 12, "nkd": 7},
-                                              {"flake": 16, "pm": 22, "srp": 26, "nkd": 15}))
-    assert smaller.verdict == "partly" and "by less than the paper's 2.25×" in smaller.why
+    deeper = claims.e4c_paper_ratios(_table1(tmp_path / "c", {"flake": 1, "pm": 9, "srp": 17, "nkd": 5},
+                                             {"flake": 10, "pm": 22, "srp": 26, "nkd": 15}))
+    assert deeper.verdict == "partly" and "outside the band [1.50, 3.38]" in deeper.why  # a far larger cut
+    assert "holds: GMM SRP/Flake" in deeper.why
     missing = claims.e4c_paper_ratios(tmp_path / "none")
     assert missing.verdict == "not run" and "latency/table1.csv" in missing.why
 
@@ -242,10 +260,31 @@ def _capacity(folder: Path, ratio, low, high, censored=False) -> Path:
                                                    "modes": {"native": mode, "emulated": mode}})
 
 
+def test_e4e_capacity_from_repeats(tmp_path):
+    from flake_lib.latency import capacity
+
+    def record(per_repeat):
+        return {"per_repeat": per_repeat, "capacity_qps": sorted(per_repeat)[1], "low": min(per_repeat),
+                "high": max(per_repeat), "censored": False, "non_monotone": [], "levels": [300.0, 400.0, 500.0],
+                "repeats": len(per_repeat)}
+
+    def folder(name, flake, pm):
+        caps = {"flake": record(flake), "pm": record(pm)}
+        return _json(tmp_path / name, "latency/capacity.json", {
+            "objective": {"statistic": "p999_ms", "bound_ms": 50.0},
+            "modes": {"emulated": {"methods": caps, "flake_over_pm": capacity.repeats_ratio(caps["flake"], caps["pm"])}}})
+
+    assert claims.e4e_capacity(folder("a", [500.0, 500.0, 450.0], [300.0, 300.0, 320.0])).verdict == "supported"
+    noisy = claims.e4e_capacity(folder("b", [500.0, 300.0, 400.0], [300.0, 500.0, 400.0]))
+    assert noisy.verdict == "inconclusive" and "3 repeats" in noisy.why
+    two = claims.e4e_capacity(folder("c", [500.0, 500.0], [300.0, 300.0]))
+    assert two.verdict == "inconclusive" and "fewer than 3" in two.why
+
+
 def test_e4e_capacity(tmp_path):
     ok = claims.e4e_capacity(_capacity(tmp_path / "a", 1.5, 1.3, 1.7))
-    assert ok.verdict == "reproduced" and ok.origin == "this artifact" and "p999_ms ≤ 50.0 ms" in ok.claim
-    assert claims.e4e_capacity(_capacity(tmp_path / "b", 0.8, 0.7, 0.9)).verdict == "not"
+    assert ok.verdict == "supported" and ok.origin == "this artifact" and "p999_ms ≤ 50.0 ms" in ok.claim
+    assert claims.e4e_capacity(_capacity(tmp_path / "b", 0.8, 0.7, 0.9)).verdict == "not supported"
     censored = claims.e4e_capacity(_capacity(tmp_path / "c", 1.0, 1.0, 1.0, censored=True))
     assert censored.verdict == "inconclusive" and "≥ 400" in censored.ours
     missing = claims.e4e_capacity(tmp_path / "none")
@@ -371,8 +410,8 @@ def _approxifer(folder, degraded, k=2, s=1):
 
 def test_x1(tmp_path):
     ok = claims.x1_approxifer_vs_pm(_approxifer(_accuracy(tmp_path / "a", pm=0.60), 0.70))
-    assert ok.verdict == "reproduced" and ok.origin == "this artifact" and "ApproxIFER 70.00% vs PM 60.00%" in ok.ours
-    assert claims.x1_approxifer_vs_pm(_approxifer(_accuracy(tmp_path / "b", pm=0.75), 0.50)).verdict == "not"
+    assert ok.verdict == "supported" and ok.origin == "this artifact" and "ApproxIFER 70.00% vs PM 60.00%" in ok.ours
+    assert claims.x1_approxifer_vs_pm(_approxifer(_accuracy(tmp_path / "b", pm=0.75), 0.50)).verdict == "not supported"
     assert claims.x1_approxifer_vs_pm(_approxifer(_accuracy(tmp_path / "c", pm=0.70), 0.702)).verdict == "inconclusive"
     other_code = claims.x1_approxifer_vs_pm(_approxifer(_accuracy(tmp_path / "d"), 0.9, k=4))
     assert other_code.verdict == "not run" and "K = 2, S = 1" in other_code.why
@@ -390,8 +429,8 @@ def _int8(folder, pm_int8, flake_fp32, pm_ms, flake_ms):
 
 def test_x2(tmp_path):
     ok = claims.x2_int8_pm_accuracy(_int8(tmp_path / "a", 0.60, 0.58, [0.3] * 3, [0.4] * 3))
-    assert ok.verdict == "reproduced" and ok.origin == "this artifact"
-    assert claims.x2_int8_pm_accuracy(_int8(tmp_path / "b", 0.50, 0.58, [0.3] * 3, [0.4] * 3)).verdict == "not"
+    assert ok.verdict == "supported" and ok.origin == "this artifact"
+    assert claims.x2_int8_pm_accuracy(_int8(tmp_path / "b", 0.50, 0.58, [0.3] * 3, [0.4] * 3)).verdict == "not supported"
     assert claims.x2_int8_pm_accuracy(_int8(tmp_path / "c", 0.55, 0.58, [0.3] * 3, [0.4] * 3)).verdict == "inconclusive"
     missing = claims.x2_int8_pm_accuracy(tmp_path / "none")
     assert missing.verdict == "not run" and "accuracy/int8.json" in missing.why
@@ -399,9 +438,9 @@ def test_x2(tmp_path):
 
 def test_x3(tmp_path):
     ok = claims.x3_int8_pm_speed(_int8(tmp_path / "a", 0.6, 0.6, [0.30, 0.31, 0.29], [0.40, 0.41, 0.42]))
-    assert ok.verdict == "reproduced" and "-0.11 ms" in ok.why
+    assert ok.verdict == "supported" and "-0.11 ms" in ok.why
     slower = claims.x3_int8_pm_speed(_int8(tmp_path / "b", 0.6, 0.6, [0.50, 0.52, 0.51], [0.40, 0.41, 0.42]))
-    assert slower.verdict == "not"
+    assert slower.verdict == "not supported"
     assert claims.x3_int8_pm_speed(_int8(tmp_path / "c", 0.6, 0.6, [0.30, 0.50, 0.40], [0.40, 0.40, 0.40])).verdict \
         == "inconclusive"
     two = claims.x3_int8_pm_speed(_int8(tmp_path / "d", 0.6, 0.6, [0.30, 0.31], [0.40, 0.41]))
@@ -417,8 +456,8 @@ def _two_parity(folder, two_top1, approx_degraded, approx_s=2):
 
 def test_x4(tmp_path):
     ok = claims.x4_two_parity_vs_approxifer(_two_parity(tmp_path / "a", 0.60, 0.50))
-    assert ok.verdict == "reproduced" and ok.origin == "this artifact" and "condition number 4.27" in ok.ours
-    assert claims.x4_two_parity_vs_approxifer(_two_parity(tmp_path / "b", 0.40, 0.50)).verdict == "not"
+    assert ok.verdict == "supported" and ok.origin == "this artifact" and "condition number 4.27" in ok.ours
+    assert claims.x4_two_parity_vs_approxifer(_two_parity(tmp_path / "b", 0.40, 0.50)).verdict == "not supported"
     assert claims.x4_two_parity_vs_approxifer(_two_parity(tmp_path / "c", 0.501, 0.50)).verdict == "inconclusive"
     other = claims.x4_two_parity_vs_approxifer(_two_parity(tmp_path / "d", 0.6, 0.5, approx_s=1))
     assert other.verdict == "not run" and "S = 2" in other.why

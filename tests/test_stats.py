@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from flake_lib import stats
@@ -51,3 +52,17 @@ def test_proportion_intervals():
     d = stats.proportion_difference(0.6, 10_000, 0.5, 10_000)  # √(0.24/10⁴ + 0.25/10⁴) = 0.007
     assert d["mean"] == pytest.approx(0.1) and d["high"] - d["mean"] == pytest.approx(1.959964 * 0.007, rel=1e-6)
     assert math.isnan(stats.proportion_interval(0.5, 0)["low"])
+
+
+def test_t_interval_and_sign_test_by_hand():
+    from scipy import stats as scipy_stats
+
+    d = [1.0, 2.0, 3.0]
+    t = stats.t_interval(d)
+    half = scipy_stats.t.ppf(0.975, 2) * 1.0 / np.sqrt(3)  # s = 1
+    assert t["mean"] == 2.0 and t["low"] == pytest.approx(2 - half) and t["high"] == pytest.approx(2 + half)
+    assert stats.sign_test(d) == {"above": 3, "below": 0, "n": 3, "p": pytest.approx(0.25)}
+    assert stats.sign_test([1, 2, 3, 4, 5, -1])["p"] == pytest.approx(0.21875)
+    assert np.isnan(stats.t_interval([1.0])["low"])
+    r = stats.log_ratio_interval([2.0, 4.0, 8.0], [1.0, 2.0, 4.0])
+    assert r["ratio"] == pytest.approx(2.0) and r["low"] == pytest.approx(2.0) and r["high"] == pytest.approx(2.0)

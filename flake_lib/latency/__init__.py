@@ -41,15 +41,17 @@ from .analysis import (
 from .bench import Bench, link_curve, measure_link_ms, measure_service_ms, simulated_transport
 from .capacity import capacity_ratio, find_capacity
 from .faults import (
+                       REGIMES,
                        FaultConfig,
                        FaultPlan,
                        FaultTimeline,
                        fault_plan,
                        fault_timeline,
+                       regime_config,
                        share_of_stragglers_over,
                        straggler_reference_ms,
 )
-from .roles import MODES, deployment, emulated_times, role_map, worker_model, worker_specs, workers_for
+from .roles import MODES, deployment, device_times, role_map, worker_model, worker_specs, workers_for
 from .runs import engine_comparison, hedge_delay_ms, run_load_sweep
 from .schedules import (
                        SEED_STREAMS,
@@ -64,13 +66,13 @@ from .schedules import (
                        stream_seed,
 )
 
-__all__ = ["BOUND_COLUMNS", "FIG6_COLUMNS", "MODES", "RECOVERED", "SEED_STREAMS", "SWEEP_COLUMNS", "TABLE1_COLUMNS",
-           "Bench", "FaultConfig", "FaultPlan", "FaultTimeline", "Schedule", "abba_order", "analysis", "bench",
-           "burst_schedule", "capacity", "capacity_ratio", "deployment", "emulated_times", "engine_comparison",
-           "engine_overhead", "fault_carriers", "fault_plan", "fault_timeline", "fault_windows", "faults",
-           "fig6_rows", "find_capacity", "headline_plan", "hedge_delay_ms", "level_schedule", "level_seed",
+__all__ = ["BOUND_COLUMNS", "FIG6_COLUMNS", "MODES", "RECOVERED", "REGIMES", "SEED_STREAMS", "SWEEP_COLUMNS",
+           "TABLE1_COLUMNS", "Bench", "FaultConfig", "FaultPlan", "FaultTimeline", "Schedule", "abba_order",
+           "analysis", "bench", "burst_schedule", "capacity", "capacity_ratio", "deployment", "device_times",
+           "engine_comparison", "engine_overhead", "fault_carriers", "fault_plan", "fault_timeline", "fault_windows",
+           "faults", "fig6_rows", "find_capacity", "headline_plan", "hedge_delay_ms", "level_schedule", "level_seed",
            "link_curve", "make_schedule", "measure_link_ms", "measure_service_ms", "merge_counts", "ordered",
-           "paired_table", "placement", "queueing", "recovered_by", "role_map", "roles", "rotated_orders",
-           "run_load_sweep", "runs", "schedules", "share_of_stragglers_over", "simulated_transport",
+           "paired_table", "placement", "queueing", "recovered_by", "regime_config", "role_map", "roles",
+           "rotated_orders", "run_load_sweep", "runs", "schedules", "share_of_stragglers_over", "simulated_transport",
            "straggler_reference_ms", "stream_seed", "summarise", "tail_attribution", "tail_statistic", "worker_model",
            "worker_specs", "workers_for", "write_queries"]

@@ -127,8 +127,10 @@ def tail_attribution(records: pd.DataFrame, plan: FaultPlan, roles: dict[str, st
 def paired_table(table: pd.DataFrame, comparisons: Sequence[tuple[str, str]],
                  statistics: Sequence[str] = ("gpm_ms", "gmm_ms"), by: str = "repeat") -> pd.DataFrame:
     """``a − b`` of each statistic inside each repeat, with its bootstrap interval over repeats
-    (:func:`flake_lib.stats.paired_difference`) and what it says (``not distinguishable`` when the
-    interval covers 0)."""
+    (:func:`flake_lib.stats.paired_difference`: ``low_ms``, ``high_ms``), Student's t interval
+    (``t_low_ms``, ``t_high_ms``) and the exact sign test (``sign_p``), and what the t interval says
+    (``not distinguishable`` when it covers 0; with few repeats the bootstrap interval is little more
+    than the range of the differences)."""
     rows = []
     for a, b in comparisons:
         for statistic in statistics:
@@ -136,10 +138,13 @@ def paired_table(table: pd.DataFrame, comparisons: Sequence[tuple[str, str]],
                               table[table["method"] == b].set_index(by)[statistic].rename("b")],
                              axis=1).dropna()
             d = stats.paired_difference(both["a"], both["b"])
-            says = stats.interval_says(d["low"], d["high"])
+            t = stats.t_interval(d["differences"])
+            sign = stats.sign_test(d["differences"])
+            says = stats.interval_says(t["low"], t["high"])
             says = {"a < b": f"{a} < {b}", "a > b": f"{a} > {b}"}.get(says, says)
             rows.append({"comparison": f"{a} − {b}", "statistic": statistic, "n": d["n"],
-                         "mean_ms": d["mean"], "low_ms": d["low"], "high_ms": d["high"], "says": says,
+                         "mean_ms": d["mean"], "low_ms": d["low"], "high_ms": d["high"], "t_low_ms": t["low"],
+                         "t_high_ms": t["high"], "sign_p": sign["p"], "says": says,
                          "per_repeat_ms": ", ".join(f"{v:.2f}" for v in d["differences"])})
     return pd.DataFrame(rows)
 

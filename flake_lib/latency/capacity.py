@@ -75,6 +75,15 @@ def capacity_ratio(a: dict, b: dict) -> dict:
             "note": "ratio of the highest rates that met the objective; interval from the brackets"}
 
 
+def _ratio(caps: dict) -> dict:
+    """Flake / PM: paired by repeat when the records have repeats, else from the brackets."""
+    if not {"flake", "pm"} <= set(caps):
+        return {"ratio": None, "low": None, "high": None, "note": "Flake or PM not swept"}
+    if "per_repeat" in caps["flake"]:
+        return repeats_ratio(caps["flake"], caps["pm"])
+    return capacity_ratio(caps["flake"], caps["pm"])
+
+
 def capacity_record(capacities: dict[str, dict[str, dict]], *, statistic: str, tail_bound_ms: float,
                     seconds_per_level: float, timing_bound_ms: float | None, predicted: dict[str, dict],
                     device_ms: dict[str, dict[str, float]], device_ms_note: dict[str, str]) -> dict:
@@ -83,8 +92,57 @@ def capacity_record(capacities: dict[str, dict[str, dict]], *, statistic: str, t
     return {"objective": {"statistic": statistic, "bound_ms": tail_bound_ms}, "seconds_per_level": seconds_per_level,
             "timing_bound_ms": timing_bound_ms,
             "modes": {mode: {"methods": caps,
-                             "flake_over_pm": capacity_ratio(caps["flake"], caps["pm"]) if {"flake", "pm"} <= set(caps)
-                             else {"ratio": None, "low": None, "high": None, "note": "Flake or PM not swept"},
+                             "flake_over_pm": _ratio(caps),
                              "predicted_flake_over_pm": predicted.get(mode),
                              "device_ms": device_ms.get(mode), "device_ms_note": device_ms_note.get(mode)}
                       for mode, caps in capacities.items()}}
+
+
+def repeat_capacity(statistic_by_level: dict[float, float], bound_ms: float) -> dict:
+    """One repeat's capacity on a grid of levels: the highest level before the first whose statistic
+    fails the bound (``None`` when the lowest fails), ``censored`` when none fails, and
+    ``non_monotone``: levels above the first failure that met the bound again."""
+    levels = sorted(statistic_by_level)
+    failing = [q for q in levels if not statistic_by_level[q] <= bound_ms]  # NaN and inf fail
+    if not failing:
+        return {"capacity_qps": levels[-1] if levels else None, "censored": True, "non_monotone": []}
+    first = failing[0]
+    below = [q for q in levels if q < first]
+    return {"capacity_qps": below[-1] if below else None, "censored": False,
+            "non_monotone": [q for q in levels if q > first and statistic_by_level[q] <= bound_ms]}
+
+
+def summarise_repeats(runs, statistic: str, bound_ms: float) -> dict:
+    """A method's capacity over repeats (``runs``: its rows with ``repeat``, ``qps`` and ``statistic``):
+    each repeat's (:func:`repeat_capacity`), their median, ``low``/``high`` (the range over repeats: the
+    run-to-run interval), ``censored`` (a repeat met the objective at every level), ``non_monotone``
+    (``[repeat, qps]`` of levels that met it again above a failure), ``levels`` and ``repeats``."""
+    per = {}
+    for repeat, part in runs.groupby("repeat"):
+        per[int(repeat)] = repeat_capacity(dict(zip(part["qps"].astype(float), part[statistic].astype(float))),
+                                           bound_ms)
+    values = [r["capacity_qps"] for r in per.values()]
+    known = [v for v in values if v is not None]
+    return {"per_repeat": [r["capacity_qps"] for _, r in sorted(per.items())],
+            "capacity_qps": float(sorted(known)[len(known) // 2]) if known and len(known) == len(values) else None,
+            "low": min(known) if known else None, "high": max(known) if known else None,
+            "censored": any(r["censored"] for r in per.values()),
+            "non_monotone": [[rep, q] for rep, r in sorted(per.items()) for q in r["non_monotone"]],
+            "levels": sorted(set(runs["qps"].astype(float))), "repeats": len(per)}
+
+
+def repeats_ratio(a: dict, b: dict) -> dict:
+    """``capacity(a) / capacity(b)`` paired by repeat (the same schedules): the per-repeat ratios, their
+    geometric mean and the t interval of their logarithms (:func:`flake_lib.stats.log_ratio_interval`),
+    and their range. ``None`` where a repeat's capacity is censored or below the lowest level."""
+    from .. import stats
+
+    pairs = [(x, y) for x, y in zip(a.get("per_repeat", []), b.get("per_repeat", [])) if x and y]
+    if a.get("censored") or b.get("censored") or not pairs or len(pairs) < len(a.get("per_repeat", [])):
+        return {"ratio": None, "low": None, "high": None, "per_repeat": [x / y for x, y in pairs],
+                "note": "a capacity is censored (met the objective at every level) or below the lowest level"}
+    r = stats.log_ratio_interval([x for x, _ in pairs], [y for _, y in pairs])
+    ratios = [x / y for x, y in pairs]
+    return {"ratio": r["ratio"], "low": r["low"], "high": r["high"], "min": min(ratios), "max": max(ratios),
+            "per_repeat": ratios, "n": r["n"],
+            "note": "geometric mean of the per-repeat ratios; 95 % t interval of their logarithms"}

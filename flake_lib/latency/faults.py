@@ -28,8 +28,11 @@ class FaultConfig:
     above 1), capped at ``cap_ms``. ``pause_rate_per_s``: SIGSTOP windows of ``pause_ms`` per second,
     each on a role drawn from ``roles``. ``kills``: SIGKILLs per run (at uniform times in the middle
     60 % of ``duration_s``, roles drawn from ``roles``) — a count, not a rate: a killed worker needs
-    seconds to restart. With one fault seed, runs of the same length at different loads replay the
-    same faults at the same times: load sweep levels differ only in load.
+    seconds to restart. ``group_stall_rate_per_s``: whole-group stalls per second, each delaying every
+    member of one coding group by the same time drawn uniformly from ``group_stall_ms`` (overlapping
+    stalls on all the deployed instances at once: one parity query cannot rebuild that group). With one
+    fault seed, runs of the same length at different loads replay the same faults at the same times:
+    load sweep levels differ only in load.
     """
 
     straggler_rate_per_s: float = 2.0
@@ -39,6 +42,32 @@ class FaultConfig:
     pause_ms: float = 200.0
     kills: int = 0
     roles: tuple[str, ...] = ("deployed0", "deployed1", "redundant0")
+    group_stall_rate_per_s: float = 0.0
+    group_stall_ms: tuple[float, float] = (50.0, 200.0)
+
+
+#: The fault regimes of Table I, each a block of its own because each tests something else: R1 whether
+#: reconstruction speed shows (delays in proportion to an inference, the paper's setting), R2 queueing
+#: behind a long stall, R3 the recovery rule when a whole coding group is unavailable.
+REGIMES = {"R1": "isolated stragglers", "R2": "long single stalls", "R3": "a whole coding group unavailable"}
+
+
+def regime_config(parameters: dict, reference_ms: float) -> FaultConfig:
+    """A regime's :class:`FaultConfig` from its parameters (``straggler_rate_per_s``,
+    ``straggler_cap_ms``, ``pause_rate_per_s``, ``pause_ms``, ``kills``, ``group_stall_rate_per_s``,
+    ``group_stall_ms``); a fault it does not name does not happen. ``reference_ms``: the straggler
+    mapping's reference time (:func:`straggler_reference_ms`)."""
+    known = {"straggler_rate_per_s", "straggler_cap_ms", "pause_rate_per_s", "pause_ms", "kills",
+             "group_stall_rate_per_s", "group_stall_ms"}
+    unknown = set(parameters) - known
+    if unknown:
+        raise ValueError(f"unknown regime parameters {sorted(unknown)}; known: {sorted(known)}")
+    p = parameters
+    return FaultConfig(straggler_rate_per_s=p.get("straggler_rate_per_s", 0.0), reference_ms=reference_ms,
+                       cap_ms=p.get("straggler_cap_ms", 1000.0), pause_rate_per_s=p.get("pause_rate_per_s", 0.0),
+                       pause_ms=p.get("pause_ms", 200.0), kills=int(p.get("kills", 0)),
+                       group_stall_rate_per_s=p.get("group_stall_rate_per_s", 0.0),
+                       group_stall_ms=tuple(p.get("group_stall_ms", (50.0, 200.0))))
 
 
 def straggler_reference_ms(slowdowns: np.ndarray, bound_ms: float, share_over_bound: float) -> float:
@@ -83,11 +112,12 @@ class FaultPlan:
 @dataclass
 class FaultTimeline:
     """Faults in time, independent of the queries: ``stragglers`` ``(at_s, delay_s)``, ``pauses``
-    ``(role, start_s, end_s)``, ``kills`` ``(role, at_s)``."""
+    ``(role, start_s, end_s)``, ``kills`` ``(role, at_s)``, ``group_stalls`` ``(at_s, delay_s)``."""
 
     stragglers: list[tuple[float, float]]
     pauses: list[tuple[str, float, float]]
     kills: list[tuple[str, float]]
+    group_stalls: list[tuple[float, float]] = field(default_factory=list)
 
 
 def fault_timeline(duration_s: float, config: FaultConfig, slowdowns: np.ndarray, seed: int) -> FaultTimeline:
@@ -107,17 +137,29 @@ def fault_timeline(duration_s: float, config: FaultConfig, slowdowns: np.ndarray
         pauses.append((str(rng.choice(config.roles)), start, start + config.pause_ms / 1000))
     rng = np.random.default_rng([seed, 3])
     kills = [(str(rng.choice(config.roles)), float(rng.uniform(0.2, 0.8) * duration_s)) for _ in range(config.kills)]
+    rng = np.random.default_rng([seed, 5])
+    count = rng.poisson(config.group_stall_rate_per_s * duration_s)
+    group_times = np.sort(rng.uniform(0, duration_s, count))
+    group_delays = rng.uniform(*config.group_stall_ms, count) / 1000
     return FaultTimeline(list(zip(times.tolist(), delays.tolist())), sorted(pauses, key=lambda p: p[1]),
-                         sorted(kills, key=lambda p: p[1]))
+                         sorted(kills, key=lambda p: p[1]), list(zip(group_times.tolist(), group_delays.tolist())))
 
 
-def fault_plan(arrivals: np.ndarray, timeline: FaultTimeline) -> FaultPlan:
+def fault_plan(arrivals: np.ndarray, timeline: FaultTimeline, k: int = 2) -> FaultPlan:
     """The timeline on a schedule: each straggler delays the first query whose intended time is at or
-    after the straggler's (one straggler per query: a later one moves to the next free query);
-    stragglers, pauses and kills after the last arrival are dropped."""
+    after the straggler's (one straggler per query: a later one moves to the next free query); each
+    group stall delays every member of the first coding group of ``k`` (queries ``gk … gk + k − 1``)
+    that starts at or after its time and holds no other fault; faults after the last arrival are
+    dropped."""
     n = len(arrivals)
     delays = np.zeros(n)
     end = float(arrivals[-1]) if n else 0.0
+    for at, delay in timeline.group_stalls:
+        g = -(-int(np.searchsorted(arrivals, at)) // k)
+        while (g + 1) * k <= n and delays[g * k:(g + 1) * k].any():
+            g += 1
+        if (g + 1) * k <= n:
+            delays[g * k:(g + 1) * k] = delay
     for at, delay in timeline.stragglers:
         q = int(np.searchsorted(arrivals, at))
         while q < n and delays[q] > 0:

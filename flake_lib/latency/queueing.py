@@ -41,8 +41,19 @@ def _fifo(times: np.ndarray, service: np.ndarray) -> np.ndarray:
     return finish
 
 
+def _servers(times: np.ndarray, service: np.ndarray, k: int) -> np.ndarray:
+    """Finish times of ``k`` servers sharing one FIFO queue (a request goes to the first server free)."""
+    free = np.full(k, -math.inf)
+    finish = np.empty(len(times))
+    for j, (t, s) in enumerate(zip(times, service)):
+        server = int(np.argmin(free))
+        free[server] = max(t, free[server]) + s
+        finish[j] = free[server]
+    return finish
+
+
 def latencies(method: str, arrivals: np.ndarray, delays_s: np.ndarray, service_s: dict[str, float],
-             bound_s: float | None, k: int = 2, instances: int = 1) -> np.ndarray:
+             bound_s: float | None, k: int = 2, instances: int = 1, dispatch: str = "round_robin") -> np.ndarray:
     """Latency (ms) of every query under a queueing model of the serving system with independent
     devices (the emulated mode): each instance a FIFO server with a fixed service time per model
     (``service_s``: ``F``, ``PM``, ``Flake``, ``NKD``), stragglers occupying their deployed instance
@@ -50,7 +61,9 @@ def latencies(method: str, arrivals: np.ndarray, delays_s: np.ndarray, service_s
     recovery when two members of a group are stuck, replicas/students re-running unavailable queries.
     Not modelled: the host CPU, the frontend, pauses, kills, deadlines and the recovery budget. Each
     method's rule is its registry entry's ``queueing`` (:mod:`flake_lib.methods`); a method without one
-    (``equal``, ``approxifer``) is refused, not treated as no redundancy.
+    (``equal``, ``approxifer``) is refused, not treated as no redundancy. ``dispatch``: ``round_robin``
+    (query ``i`` on deployed instance ``i mod k``) or ``single_queue`` (the ``k`` deployed instances share
+    one FIFO queue).
     """
     spec = methods.get(method)
     if spec.redundant is not None and spec.queueing is None:
@@ -59,9 +72,12 @@ def latencies(method: str, arrivals: np.ndarray, delays_s: np.ndarray, service_s
     arrivals = np.asarray(arrivals, dtype=float)
     bound = 0.0 if bound_s is None else bound_s
     finish = np.empty(n)
-    for j in range(k):
-        on = np.arange(j, n, k)
-        finish[on] = _fifo(arrivals[on], delays_s[on] + service_s["F"])
+    if dispatch == "single_queue":
+        finish = _servers(arrivals, np.asarray(delays_s, dtype=float) + service_s["F"], k)
+    else:
+        for j in range(k):
+            on = np.arange(j, n, k)
+            finish[on] = _fifo(arrivals[on], delays_s[on] + service_s["F"])
     answer = finish.copy()
     if spec.queueing == "rerun":
         late = np.flatnonzero(finish > arrivals + bound)
@@ -135,4 +151,22 @@ def fig6_prediction(entries, arrivals: np.ndarray, delays_s: np.ndarray, tags: n
         for m in sorted(set(np.asarray(tags)[np.asarray(tags) > 0])):
             rows.append({"method": method, "instances": instances, "n_unavailable": int(m),
                          "median_ms": float(np.median(latency[tags == m]))})
+    return pd.DataFrame(rows)
+
+
+def predict_block(methods, schedules, times_ms: dict[str, float], *, bound_ms: float | None, k: int = 2,
+                  dispatch: str = "round_robin") -> pd.DataFrame:
+    """What the queueing model predicts for one block of Table I, before it runs: per method, the
+    median over the block's schedules of each schedule's median, p99.9 and maximum latency (ms), and
+    GPM and GMM from them. The same arrivals and injected delays as the runs; not modelled: the host CPU,
+    the frontend and the link, pauses, kills, deadlines and admission (see :func:`latencies`)."""
+    service_s = {m: t / 1000 for m, t in times_ms.items()}
+    rows = []
+    for method in methods:
+        runs = [stats.tail_summary(latencies(method, s.arrivals, s.plan.delays_s, service_s,
+                                             None if bound_ms is None else bound_ms / 1000, k=k, dispatch=dispatch))
+                for s in schedules]
+        row = {"method": method, **{f"predicted_{key}": float(np.median([r[key] for r in runs]))
+                                    for key in ("median_ms", "p999_ms", "max_ms", "gpm_ms", "gmm_ms")}}
+        rows.append(row)
     return pd.DataFrame(rows)

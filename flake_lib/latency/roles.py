@@ -53,10 +53,19 @@ def workers_for(methods: Sequence[str], instances: int = 1, k: int = 2) -> list[
     return names
 
 
-def emulated_times(flops: dict[str, float], f_ms: float) -> dict[str, float]:
-    """Per-model device times of the emulation (ASSUMPTION): proportional to each model's FLOPs,
-    scaled so that ``F`` takes ``f_ms``: ``t_m = f_ms · flops_m / flops_F``."""
-    return {m: f_ms * flops[m] / flops["F"] for m in flops}
+def device_times(flops: dict[str, float], *, overhead_ms: float = 0.0, f_ms: float | None = None,
+                 ms_per_gflop: float | None = None) -> dict[str, float]:
+    """Per-model device times of the emulated mode (an ASSUMPTION, stated per setting): a fixed
+    per-inference overhead plus a term proportional to the model's FLOPs,
+    ``t_m = overhead_ms + slope · flops_m``, the slope given (``ms_per_gflop``) or chosen so that ``F``
+    takes ``f_ms`` (``slope = (f_ms − overhead_ms) / flops_F``). A fixed overhead shrinks what a
+    compressed model can gain: only the proportional part shrinks with its FLOPs."""
+    if (f_ms is None) == (ms_per_gflop is None):
+        raise ValueError("give the device time of F (f_ms) or the slope (ms_per_gflop), not both")
+    slope = ms_per_gflop / 1e9 if ms_per_gflop is not None else (f_ms - overhead_ms) / flops["F"]
+    if slope < 0:
+        raise ValueError(f"the overhead {overhead_ms} ms exceeds F's device time {f_ms} ms")
+    return {m: overhead_ms + slope * f for m, f in flops.items()}
 
 
 def worker_specs(names: Sequence[str], model_paths: dict[str, str], mode: str, *,

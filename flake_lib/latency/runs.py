@@ -3,7 +3,10 @@
 - :func:`hedge_delay_ms`: the hedging delay from a calibration run.
 - :func:`run_load_sweep`: every method at every level of a load sweep, then each method's capacity at the
   tail objective (:mod:`.capacity`).
-- :func:`headline`: Table I, methods interleaved in every repeat, with the no-fault control and the peers.
+- :func:`block`: one block of Table I (a regime, a mode), methods interleaved in every repeat, with the
+  no-fault control.
+- :func:`capacity_repeats`: each method's capacity at the tail objective, every level repeated.
+- :func:`settings`: methods under several named settings (admission, straggler cap, device times).
 - :func:`repeated`: methods repeated at one point (the knee).
 - :func:`bound_sweep`: the timing bound from eager decoding up, at named points.
 - :func:`fig6`: several queries unavailable at the same moment (Fig. 6).
@@ -18,7 +21,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .analysis import BOUND_COLUMNS, FIG6_COLUMNS, TABLE1_COLUMNS, fig6_rows, ordered, tail_attribution
+from .analysis import BOUND_COLUMNS, FIG6_COLUMNS, SWEEP_COLUMNS, TABLE1_COLUMNS, fig6_rows, ordered, tail_attribution
 from .bench import Bench
 from .capacity import find_capacity
 from .faults import FaultPlan
@@ -97,27 +100,31 @@ def engine_comparison(open_bench: Callable, methods: Sequence[str], schedule: Sc
     return pd.DataFrame(rows)
 
 
-def headline(bench: Bench, plan: Sequence[Sequence[tuple[str, str]]], schedule_of: Callable[[int], Schedule], *,
-             bound_ms: float | None, hedge_ms: float | None = None,
-             log: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Table I: in each repeat ``r`` of ``plan`` (:func:`~.schedules.headline_plan`: ``(method, faults)``
-    entries, interleaved and rotated) every entry serves ``schedule_of(r)`` (the same arrivals, images
-    and faults for every method of a repeat; ``faults == "none"``: the no-fault control). ``hedge`` uses
-    ``hedge_ms`` as its bound. Returns ``(table1, queries)``: one row per run (its summary, ``repeat``,
-    ``order``, the tail's attribution as ``tail_*``) and one row per query."""
+def block(bench: Bench, plan: Sequence[Sequence[tuple[str, str]]], schedule_of: Callable[[int], Schedule], *,
+          bound_ms: float | None, hedge_ms: float | None = None, dispatch: str | None = None,
+          recovery=None, labels: dict | None = None,
+          log: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One block of Table I: in each repeat ``r`` of ``plan`` (:func:`~.schedules.headline_plan`:
+    ``(method, faults)`` entries, interleaved and rotated) every entry serves ``schedule_of(r)`` (the same
+    arrivals, images and faults for every method of a repeat; ``faults == "none"``: the no-fault control),
+    with ``dispatch`` and admission ``recovery`` (the bench's by default). ``hedge`` uses ``hedge_ms`` as its
+    bound. Returns ``(table1, queries)``: one row per run (its summary, ``repeat``, ``order``, the
+    ``labels`` given — regime, block — and the tail's attribution as ``tail_*``) and one row per query."""
     rows, frames = [], []
+    labels = dict(labels or {})
     for repeat, entries in enumerate(plan):
         schedule = schedule_of(repeat)
         for order, (method, faults) in enumerate(entries):
             frame, info = bench.run(method, schedule, faults=faults == "injected",
-                                    bound_ms=hedge_ms if method == "hedge" else bound_ms)
+                                    bound_ms=hedge_ms if method == "hedge" else bound_ms, dispatch=dispatch,
+                                    recovery=recovery)
             injected = schedule.plan if faults == "injected" else FaultPlan.none(schedule.n)
             tail = tail_attribution(frame, injected, role_map(method, k=bench.k), restarts=info["restart_times"],
                                     k=bench.k)
-            rows.append({**info, "repeat": repeat, "order": order,
+            rows.append({**info, **labels, "repeat": repeat, "order": order,
                          "hedge_ms": hedge_ms if method == "hedge" else np.nan,
                          **{f"tail_{key}": value for key, value in tail.items()}})
-            frames.append(frame.assign(repeat=repeat, faults=faults, mode=bench.mode))
+            frames.append(frame.assign(repeat=repeat, faults=faults, mode=bench.mode, **labels))
             if log:
                 log(f"repeat {repeat} #{order} {method:6s} faults={faults:8s}: p99.9 {info['p999_ms']:7.2f} ms, "
                     f"GPM {info['gpm_ms']:7.2f}, GMM {info['gmm_ms']:7.2f}, CPU {info['cpu_percent']:3.0f} %, "
@@ -169,3 +176,41 @@ def fig6(bench: Bench, entries: Sequence[tuple[str, int]], repeats: int, arrival
             rows += [{"method": method, "instances": instances, "repeat": repeat, **row, "mode": bench.mode}
                      for row in fig6_rows(frame, tags)]
     return ordered(pd.DataFrame(rows), FIG6_COLUMNS)
+
+
+def settings(bench_of: Callable[[str], Bench], methods: Sequence[str], named: dict[str, dict], *,
+             bound_ms: float | None) -> pd.DataFrame:
+    """Every method under each named setting: ``named[label]`` holds the ``schedule`` and, optionally,
+    the ``recovery`` (admission) and ``dispatch`` of its runs; ``bench_of(label)`` is the bench the setting
+    runs on (a setting of the device times needs workers of its own). One row per run, ``setting`` its
+    label, methods interleaved with the order rotated from setting to setting."""
+    rows = []
+    for j, (label, setting) in enumerate(named.items()):
+        bench = bench_of(label)
+        for method in rotated_orders(methods, j + 1)[j]:
+            _, info = bench.run(method, setting["schedule"], bound_ms=bound_ms, recovery=setting.get("recovery"),
+                                dispatch=setting.get("dispatch"))
+            rows.append({**info, "setting": label, "repeat": 0})
+    return ordered(pd.DataFrame(rows), ["setting", *TABLE1_COLUMNS])
+
+
+def capacity_repeats(bench: Bench, methods: Sequence[str], levels: Sequence[float], repeats: int,
+                     schedule_at: Callable[[float, int], Schedule], *, bound_ms: float | None, statistic: str,
+                     tail_bound_ms: float) -> tuple[pd.DataFrame, dict]:
+    """Capacity at the tail objective with run-to-run variation: every method at every level in every
+    repeat (``schedule_at(qps, repeat)``: a fresh schedule per repeat, the same for every method; the
+    order rotated), no bisection. Per repeat, a method's capacity is the highest level before the first
+    that failed (:func:`~.capacity.repeat_capacity`); the record per method (:func:`~.capacity.summarise_repeats`)
+    holds every repeat's, their median and range, and the levels whose outcome was not monotone in load.
+    Returns the runs and ``{method: record}``."""
+    from .capacity import summarise_repeats
+
+    rows = []
+    for repeat in range(repeats):
+        for j, qps in enumerate(sorted(levels)):
+            schedule = schedule_at(float(qps), repeat)
+            for method in rotated_orders(methods, repeat + j + 1)[(repeat + j) % max(len(methods), 1)]:
+                _, info = bench.run(method, schedule, bound_ms=bound_ms)
+                rows.append({**info, "repeat": repeat, "qps": float(qps)})
+    runs = ordered(pd.DataFrame(rows), SWEEP_COLUMNS)
+    return runs, {m: summarise_repeats(runs[runs["method"] == m], statistic, tail_bound_ms) for m in methods}

@@ -40,7 +40,7 @@ class Schedule:
 
 
 def make_schedule(qps: float, n: int, pool_size: int, config: FaultConfig | None, slowdowns: np.ndarray,
-                  seed: int, fault_seed: int | None = None) -> Schedule:
+                  seed: int, fault_seed: int | None = None, k: int = 2) -> Schedule:
     """Poisson arrivals at ``qps``, ``n`` test images drawn at random (both from ``seed``), and the
     faults of ``config`` (``None``: no fault) on a timeline from ``fault_seed`` (default ``seed``)
     as long as the expected run, ``n / qps``."""
@@ -49,7 +49,7 @@ def make_schedule(qps: float, n: int, pool_size: int, config: FaultConfig | None
     if config is None:
         return Schedule(qps, arrivals, index, FaultPlan.none(n), seed)
     timeline = fault_timeline(n / qps, config, slowdowns, seed if fault_seed is None else fault_seed)
-    return Schedule(qps, arrivals, index, fault_plan(arrivals, timeline), seed)
+    return Schedule(qps, arrivals, index, fault_plan(arrivals, timeline, k), seed)
 
 
 def level_seed(seed: int, qps: float) -> int:
@@ -74,11 +74,11 @@ def stream_seed(seed: int, name: str, index: int = 0) -> int:
 
 
 def level_schedule(qps: float, seconds: float, pool_size: int, config: FaultConfig | None, slowdowns: np.ndarray,
-                   seed: int) -> Schedule:
+                   seed: int, k: int = 2) -> Schedule:
     """One level of a load sweep: ``round(qps · seconds)`` queries, arrivals from the level's seed, and
     the faults of one timeline (``seed``) shared by every level — the levels differ only in load."""
     return make_schedule(qps, max(int(round(qps * seconds)), 2), pool_size, config, slowdowns,
-                         level_seed(seed, qps), fault_seed=seed)
+                         level_seed(seed, qps), fault_seed=seed, k=k)
 
 
 def burst_schedule(counts: Sequence[int], *, bursts: int, k: int = 2, gap_s: float = 0.12,
