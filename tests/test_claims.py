@@ -272,7 +272,8 @@ def test_e4e_capacity_from_repeats(tmp_path):
         caps = {"flake": record(flake), "pm": record(pm)}
         return _json(tmp_path / name, "latency/capacity.json", {
             "objective": {"statistic": "p999_ms", "bound_ms": 50.0},
-            "modes": {"emulated": {"methods": caps, "flake_over_pm": capacity.repeats_ratio(caps["flake"], caps["pm"])}}})
+            "modes": {"emulated": {"methods": caps,
+                                   "flake_over_pm": capacity.repeats_ratio(caps["flake"], caps["pm"])}}})
 
     assert claims.e4e_capacity(folder("a", [500.0, 500.0, 450.0], [300.0, 300.0, 320.0])).verdict == "supported"
     noisy = claims.e4e_capacity(folder("b", [500.0, 300.0, 400.0], [300.0, 500.0, 400.0]))
@@ -430,7 +431,8 @@ def _int8(folder, pm_int8, flake_fp32, pm_ms, flake_ms):
 def test_x2(tmp_path):
     ok = claims.x2_int8_pm_accuracy(_int8(tmp_path / "a", 0.60, 0.58, [0.3] * 3, [0.4] * 3))
     assert ok.verdict == "supported" and ok.origin == "this artifact"
-    assert claims.x2_int8_pm_accuracy(_int8(tmp_path / "b", 0.50, 0.58, [0.3] * 3, [0.4] * 3)).verdict == "not supported"
+    below = claims.x2_int8_pm_accuracy(_int8(tmp_path / "b", 0.50, 0.58, [0.3] * 3, [0.4] * 3))
+    assert below.verdict == "not supported"
     assert claims.x2_int8_pm_accuracy(_int8(tmp_path / "c", 0.55, 0.58, [0.3] * 3, [0.4] * 3)).verdict == "inconclusive"
     missing = claims.x2_int8_pm_accuracy(tmp_path / "none")
     assert missing.verdict == "not run" and "accuracy/int8.json" in missing.why
