@@ -154,3 +154,13 @@ def set_theme(context: str = "notebook") -> None:
 
     sns.set_theme(context=context, style="whitegrid", palette=CYCLE)
     mpl.rcParams["axes.prop_cycle"] = mpl.cycler(color=CYCLE)
+
+
+def plain_log(ax, axis: str = "y") -> None:
+    """A log axis labelled 2, 5, 10, 20 … instead of 2×10⁰."""
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    target = getattr(ax, f"{axis}axis")
+    target.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(ScalarFormatter())
+    target.set_minor_formatter(NullFormatter())

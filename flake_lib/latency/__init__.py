@@ -11,6 +11,7 @@ One module per part of the experiment, in the order it is built:
 - :mod:`.capacity` — capacity at a tail objective and its ratio between two methods.
 - :mod:`.analysis` — summaries, tail attribution, paired comparisons, the files' columns.
 - :mod:`.queueing` — the analytic queueing model that predicts before anything runs.
+- :mod:`.figures` — figures more than one notebook draws (the paired per-repeat plot of Table I).
 
 The names most used are re-exported here (``from flake_lib import latency as lt``; ``lt.Bench``), with
 :func:`~flake_lib.serving.pinning.placement` (the frontend's core and the workers').
@@ -18,13 +19,15 @@ The names most used are re-exported here (``from flake_lib import latency as lt`
 
 
 from ..serving.pinning import placement
-from . import analysis, bench, capacity, faults, queueing, roles, runs, schedules
+from . import analysis, bench, capacity, faults, figures, queueing, roles, runs, schedules
 from .analysis import (
+                       BLOCK_COLUMNS,
                        BOUND_COLUMNS,
                        FIG6_COLUMNS,
                        RECOVERED,
                        SWEEP_COLUMNS,
                        TABLE1_COLUMNS,
+                       block_summary,
                        engine_overhead,
                        fault_carriers,
                        fault_windows,
@@ -32,6 +35,7 @@ from .analysis import (
                        merge_counts,
                        ordered,
                        paired_table,
+                       predicted_vs_measured,
                        recovered_by,
                        summarise,
                        tail_attribution,
@@ -66,13 +70,14 @@ from .schedules import (
                        stream_seed,
 )
 
-__all__ = ["BOUND_COLUMNS", "FIG6_COLUMNS", "MODES", "RECOVERED", "REGIMES", "SEED_STREAMS", "SWEEP_COLUMNS",
-           "TABLE1_COLUMNS", "Bench", "FaultConfig", "FaultPlan", "FaultTimeline", "Schedule", "abba_order",
-           "analysis", "bench", "burst_schedule", "capacity", "capacity_ratio", "deployment", "device_times",
-           "engine_comparison", "engine_overhead", "fault_carriers", "fault_plan", "fault_timeline", "fault_windows",
-           "faults", "fig6_rows", "find_capacity", "headline_plan", "hedge_delay_ms", "level_schedule", "level_seed",
-           "link_curve", "make_schedule", "measure_link_ms", "measure_service_ms", "merge_counts", "ordered",
-           "paired_table", "placement", "queueing", "recovered_by", "regime_config", "role_map", "roles",
-           "rotated_orders", "run_load_sweep", "runs", "schedules", "share_of_stragglers_over", "simulated_transport",
-           "straggler_reference_ms", "stream_seed", "summarise", "tail_attribution", "tail_statistic", "worker_model",
-           "worker_specs", "workers_for", "write_queries"]
+__all__ = ["BLOCK_COLUMNS", "BOUND_COLUMNS", "FIG6_COLUMNS", "MODES", "RECOVERED", "REGIMES", "SEED_STREAMS",
+           "SWEEP_COLUMNS", "TABLE1_COLUMNS", "Bench", "FaultConfig", "FaultPlan", "FaultTimeline", "Schedule",
+           "abba_order", "analysis", "bench", "block_summary", "burst_schedule", "capacity", "capacity_ratio",
+           "deployment", "device_times", "engine_comparison", "engine_overhead", "fault_carriers", "fault_plan",
+           "fault_timeline", "fault_windows", "faults", "fig6_rows", "figures", "find_capacity", "headline_plan",
+           "hedge_delay_ms", "level_schedule", "level_seed", "link_curve", "make_schedule", "measure_link_ms",
+           "measure_service_ms", "merge_counts", "ordered", "paired_table", "placement", "predicted_vs_measured",
+           "queueing", "recovered_by", "regime_config", "role_map", "roles", "rotated_orders", "run_load_sweep",
+           "runs", "schedules", "share_of_stragglers_over", "simulated_transport", "straggler_reference_ms",
+           "stream_seed", "summarise", "tail_attribution", "tail_statistic", "worker_model", "worker_specs",
+           "workers_for", "write_queries"]

@@ -235,3 +235,45 @@ def write_queries(queries: pd.DataFrame, path) -> None:
     table.to_parquet(path, index=False, compression="zstd", compression_level=9, use_dictionary=text,
                      column_encoding={**{c: "BYTE_STREAM_SPLIT" for c in times},
                                       **{c: "DELTA_BINARY_PACKED" for c in ids}})
+
+
+#: The columns that say which block of Table I a run belongs to.
+BLOCK_COLUMNS = ["regime", "mode", "dispatch", "setting"]
+
+
+def block_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per block of Table I (``BLOCK_COLUMNS`` present in ``table``) and method: the number of repeats,
+    the median over repeats of each run's median, p99, p99.9, GPM and GMM (a percentile is computed inside
+    a run, never averaged), their range, and the sums that say what the block met and what the harness
+    did: fault events, failed queries, deferred and dropped recoveries, the longest wait for admission."""
+    keys = [c for c in BLOCK_COLUMNS if c in table] + ["method"]
+    rows = []
+    for key, part in table.groupby(keys, sort=False):
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        row["repeats"] = part["repeat"].nunique() if "repeat" in part else len(part)
+        for statistic in ("median_ms", "p99_ms", "p999_ms", "max_ms", "gpm_ms", "gmm_ms"):
+            values = part[statistic]
+            row[statistic] = float(values.median())
+            row[f"{statistic}_min"], row[f"{statistic}_max"] = float(values.min()), float(values.max())
+        for total in ("n_queries", "n_over_bound", "n_groups_2plus", "stall_s", "n_failed", "recovery_deferred",
+                      "recovery_dropped"):
+            if total in part:
+                row[total] = float(part[total].sum())
+        for extreme in ("admission_wait_max_ms", "redundant_util"):
+            if extreme in part:
+                row[extreme] = float(part[extreme].max())
+        if "admission_acted_idle" in part:
+            row["admission_acted_idle"] = bool(part["admission_acted_idle"].astype(bool).any())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def predicted_vs_measured(summary: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
+    """The block summary's medians over repeats beside what was predicted before the runs (``predictions``
+    with ``regime, mode, method, predicted_*``), with ``measured / predicted`` for p99.9 and the maximum."""
+    keys = [c for c in ("regime", "mode", "dispatch", "method") if c in summary and c in predictions]
+    both = summary.merge(predictions, on=keys, how="inner")
+    both["p999_measured_over_predicted"] = both["p999_ms"] / both["predicted_p999_ms"]
+    both["max_measured_over_predicted"] = both["max_ms"] / both["predicted_max_ms"]
+    return both[keys + ["predicted_median_ms", "median_ms", "predicted_p999_ms", "p999_ms", "predicted_max_ms",
+                        "max_ms", "p999_measured_over_predicted", "max_measured_over_predicted"]]

@@ -187,10 +187,10 @@ def settings(bench_of: Callable[[str], Bench], methods: Sequence[str], named: di
     rows = []
     for j, (label, setting) in enumerate(named.items()):
         bench = bench_of(label)
-        for method in rotated_orders(methods, j + 1)[j]:
+        for order, method in enumerate(rotated_orders(methods, j + 1)[j]):
             _, info = bench.run(method, setting["schedule"], bound_ms=bound_ms, recovery=setting.get("recovery"),
                                 dispatch=setting.get("dispatch"))
-            rows.append({**info, "setting": label, "repeat": 0})
+            rows.append({**info, "setting": label, "repeat": 0, "order": order})
     return ordered(pd.DataFrame(rows), ["setting", *TABLE1_COLUMNS])
 
 

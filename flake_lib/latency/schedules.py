@@ -60,9 +60,11 @@ def level_seed(seed: int, qps: float) -> int:
 #: The named seed streams of the latency experiment: ``stream_seed(seed, name, i) = seed + base + step·i``
 #: with ``(base, step)`` below. ``headline``: repeat ``i`` of Table I; ``calibration``: the hedging delay's
 #: run; ``sweep``: the load sweep's fault timeline (every level) and the fleets'; ``knee``: repeat ``i`` at
-#: the knee; ``bound_sweep``: the timing-bound sweep; ``fig6``: repeat ``i`` of Fig. 6.
-SEED_STREAMS = {"headline": (1000, 1000), "calibration": (999, 0), "sweep": (11, 0), "knee": (100, 1),
-                "bound_sweep": (13, 0), "fig6": (600, 1)}
+#: the knee; ``capacity``: repeat ``i`` of the capacity runs (repeat 0 replays ``sweep``);
+#: ``bound_sweep``: the timing-bound sweep and the settings sweeps; ``fig6``: repeat ``i`` of Fig. 6;
+#: ``block``: repeat ``i`` of a Table I block other than the judged one (``headline``).
+SEED_STREAMS = {"headline": (1000, 1000), "calibration": (999, 0), "sweep": (11, 0), "capacity": (11, 1),
+                "knee": (100, 1), "bound_sweep": (13, 0), "fig6": (600, 1), "block": (5000, 1000)}
 
 
 def stream_seed(seed: int, name: str, index: int = 0) -> int:
