@@ -25,7 +25,9 @@ RECOVERED = ("reconstructed", "replica", "student", "hedge")
 
 
 def summarise(records: pd.DataFrame) -> dict:
-    """One run: ``tail_summary`` (failed = +inf), accuracy, unavailable and outcome counts."""
+    """One run: ``tail_summary`` (failed = +inf), accuracy, unavailable and outcome counts, and how late
+    the frontend itself took the queries (``frontend_lag_p99_ms``, ``frontend_lag_max_ms``: from the
+    intended time to when its loop saw the arrival — the harness's own share of every latency)."""
     s = stats.tail_summary(records["latency_ms"])
     row = {"n_queries": len(records), "n_failed": s["n_failed"],
            "n_lost": int(records["lost"].sum()) if "lost" in records else s["n_failed"],
@@ -36,6 +38,9 @@ def summarise(records: pd.DataFrame) -> dict:
     if "recovered_by" in records:
         row["n_retry"] = int((records["recovered_by"] == "retry").sum())
         row["n_partner"] = int((records["recovered_by"] == "partner").sum())
+    if "arrived_s" in records and len(records):  # the harness's own lag: a query taken late by the frontend
+        lag = 1000 * (records["arrived_s"].astype(float) - records["intended_s"].astype(float)).to_numpy()
+        row.update(frontend_lag_p99_ms=float(np.nanpercentile(lag, 99)), frontend_lag_max_ms=float(np.nanmax(lag)))
     return row
 
 
@@ -221,7 +226,7 @@ def ordered(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return table[list(columns) + [c for c in table.columns if c not in columns]]
 
 
-TIME_COLUMNS = ("intended_s", "sent_s", "answered_s", "delay_s", "latency_ms", "unavailable_s")
+TIME_COLUMNS = ("intended_s", "arrived_s", "sent_s", "answered_s", "delay_s", "latency_ms", "unavailable_s")
 
 
 def write_queries(queries: pd.DataFrame, path) -> None:
@@ -238,7 +243,7 @@ def write_queries(queries: pd.DataFrame, path) -> None:
 
 
 #: The columns that say which block of Table I a run belongs to.
-BLOCK_COLUMNS = ["regime", "mode", "dispatch", "setting"]
+BLOCK_COLUMNS = ["block", "regime", "mode", "dispatch", "setting"]
 
 
 def block_summary(table: pd.DataFrame) -> pd.DataFrame:
@@ -259,7 +264,7 @@ def block_summary(table: pd.DataFrame) -> pd.DataFrame:
                       "recovery_dropped"):
             if total in part:
                 row[total] = float(part[total].sum())
-        for extreme in ("admission_wait_max_ms", "redundant_util"):
+        for extreme in ("admission_wait_max_ms", "redundant_util", "frontend_lag_max_ms"):
             if extreme in part:
                 row[extreme] = float(part[extreme].max())
         if "admission_acted_idle" in part:

@@ -173,8 +173,23 @@ class Bench:
             self.transport.start(worker_specs(self.workers, self.model_paths, self.mode,
                                               emulated_ms=self.emulated_ms, device=self.device,
                                               cpus=self.worker_cpus))
+            self.warm_up()
             self.startup_s = time.monotonic() - began
         return self
+
+    def warm_up(self, requests: int = 30, timeout_s: float = 60.0) -> None:
+        """``requests`` queries to every worker, one at a time, before any run is timed: a model's first
+        inferences (and a new process's first pages) are slower than the rest."""
+        if not self.transport.reset():
+            for w in self.workers:
+                for i in range(requests):
+                    rid = next(_BARRIER_IDS)
+                    self.transport.send(w, rid, self.images[i % len(self.images)][None])
+                    deadline = time.monotonic() + timeout_s
+                    while time.monotonic() < deadline:
+                        message = self.transport.receive(0.5)
+                        if isinstance(message, serving.Response) and message.request_id == rid:
+                            break
 
     def close(self) -> None:
         if self.transport is not None:

@@ -479,7 +479,7 @@ class Frontend:
 
     def arrive(self, i: int) -> None:
         record = self.records[i]
-        record["sent_s"] = self.now()
+        record["sent_s"] = record["arrived_s"] = self.now()  # arrived: when the frontend took it (lag: its own)
         if self.payloads is not None and not isinstance(self.payloads[i], np.ndarray):
             record["error"] = f"malformed query: {type(self.payloads[i]).__name__}"
             self.answer(i, "error", None, None)
@@ -540,7 +540,7 @@ class Frontend:
         self.drain_s, self.wall_s = drain_s, 0.0
         coded = self.spec.coded
         self.records = [dict(query=i, method=self.method, group=i // self.k if coded else None, instance=None,
-                             intended_s=float(arrivals[i]), sent_s=None, answered_s=None, outcome=None,
+                             intended_s=float(arrivals[i]), arrived_s=None, sent_s=None, answered_s=None, outcome=None,
                              predicted=None, label=int(labels[i]), delay_s=float(faults.delays_s[i]),
                              unavailable=False, unavailable_s=None, recovered_by=None, answered_by=None,
                              deadline_missed=0, recovery_requests=0, lost=False, error=None)
