@@ -62,6 +62,9 @@ class Verdict:
     why: str
     links: list = field(default_factory=list)  # (text, path relative to the results folder)
     origin: str = "paper"  # "paper", or "this artifact" for a claim the paper does not make
+    differs: str = ""  # why ours differs from the paper's, computed from the data (scale, regime, budget)
+    #: the claim's effects with intervals, for the forest plot: {label, value, low, high, paper, unit}
+    effects: list = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -86,11 +89,29 @@ def _notebook_link(number: str, section: str = "") -> tuple[str, str]:
 ARTIFACT_WORDS = {"reproduced": "supported", "not": "not supported", "partly": "partly supported"}
 
 
-def _verdict(function, claim_id, claim, paper_value, ours, verdict, why, links, origin="paper"):
+def _verdict(function, claim_id, claim, paper_value, ours, verdict, why, links, origin="paper", differs="",
+             effects=None):
     if origin != "paper":
         verdict = ARTIFACT_WORDS.get(verdict, verdict)
         why = why.replace("reproduced (", "supported (").replace("not (", "not supported (")
-    return Verdict(claim_id, claim, paper_value, ours, _rule(function), verdict, why, links, origin)
+    return Verdict(claim_id, claim, paper_value, ours, _rule(function), verdict, why, links, origin, differs,
+                   list(effects or []))
+
+
+def _size(row: dict) -> str:
+    """``a 173 k-parameter resnet14 trained 6 epochs`` from an accuracy row (what is known of it)."""
+    params, epochs = row.get("params"), row.get("epochs")
+    return (f"a {params / 1e3:.0f} k-parameter " if params else "a ") + str(row.get("model") or "model") + (
+        f" trained {epochs:g} epochs" if isinstance(epochs, (int, float)) else "")
+
+
+def _effect(label: str, d: dict, paper_value=None, unit: str = "points", scale: float = 100.0) -> dict:
+    """One effect for the forest plot: ``d``'s mean and interval (fractions shown as points)."""
+    if "ratio" in d:
+        return {"label": label, "value": d["ratio"], "low": d["low"], "high": d["high"], "paper": paper_value,
+                "unit": unit}
+    return {"label": label, "value": scale * d["mean"], "low": scale * d["low"], "high": scale * d["high"],
+            "paper": paper_value, "unit": unit}
 
 
 def _not_run(function, claim_id, claim, paper_value, *files, origin="paper"):
@@ -283,50 +304,58 @@ def e1_trace_share(results: Path) -> Verdict:
 def e2_parity_model(results: Path) -> Verdict:
     """E2: a parity model (PM) reconstructs unavailable predictions nearly as well as F answers.
 
-    Rule: on the paper's code (k = 2, addition), compare the degraded-mode accuracy A_d with F's
-    available accuracy A_a on the same test images, with the 95 % sampling interval of A_a − A_d.
-    Not when A_d's interval does not clear twice chance (whatever the gap: an F at chance level makes
-    a small gap meaningless). Otherwise reproduced when the gap's interval lies under 3 points;
-    inconclusive when it covers 3 points; partly when it lies above 3 points (reconstruction works,
-    far less well than F).
+    Rule: judged on the gap that can transfer across scales, A_a − A_d (F's available accuracy minus
+    the degraded-mode accuracy, paper's code: k = 2, addition, the same test images), with its 95 %
+    sampling interval. The decision point is the larger of the two published gaps — the paper's
+    (76.83 − 75.29 = 1.54 points) and ParM's own (93.5 − 87.4 ≈ 6.1 points, ResNet-18 on CIFAR-10,
+    k = 2) — plus the 3-point tolerance used throughout: reproduced when the gap's interval lies below
+    it, not when it lies above it or when A_d does not clear twice chance, inconclusive when it covers it.
 
-    Why: the paper's PM loses 76.83 − 75.29 = 1.54 points against F (Table II, SRP's top-1 is F's),
-    so "reconstructs" is judged against F, the model it stands in for, with the 3-point tolerance
-    E3b grants Flake against PM; twice chance separates a model that learned nothing from one that did.
+    Why: absolute accuracies of a small model trained for minutes do not transfer to the paper's
+    ResNet-152, but how much a parity model loses against the model it stands in for does; ParM's
+    authors measured that loss on a comparable network, so a gap far beyond both published ones says
+    our parity model is far from what the method achieves, whatever our F's accuracy.
     """
     claim = "a parity model (PM) reconstructs unavailable predictions nearly as well as F"
     p_top1, a_top1 = paper.PAPER_TABLE2["pm"]["cifar10"][0], paper.PAPER_TABLE2["srp"]["cifar10"][0]
-    paper_value = f"A_d {p_top1}% vs A_a {a_top1}% (gap {a_top1 - p_top1:.2f} points, CIFAR-10)"
+    parm = paper.PARM_CIFAR10_K2
+    parm_gap = parm["available_top1"] - parm["degraded_top1"]
+    limit = max(a_top1 - p_top1, parm_gap) / 100 + TOLERANCE
+    paper_value = (f"A_a − A_d {a_top1 - p_top1:.2f} points (paper, CIFAR-10); ParM's own {parm_gap:.1f} points "
+                   f"({parm['model']}, A_a {parm['available_top1']}%)")
     rows = accuracy_rows(results, "pm")
     if not rows:
         return _not_run(e2_parity_model, "E2", claim, paper_value, "accuracy/pm.json")
     others = {(r.get("experiment"), r.get("encoder")): r for r in _pm_rows(results)}
-    parts, ours = [], []
+    parts, ours, effects, differs = [], [], [], []
     for experiment, row in _by_experiment(rows).items():
         n, a_a, a_d = row.get("test_images") or 0, row["available_top1"], row["degraded_top1"]
         gap = stats.proportion_difference(a_a, n, a_d, n)
         chance = 1 / CLASSES.get(row.get("dataset"), 10)
         a_d_low = stats.proportion_interval(a_d, n)["low"] if n else float("nan")
-        side = _side(gap, TOLERANCE)
+        side = _side(gap, limit)
         if not a_d_low > 2 * chance:
             part = ("not", f"A_d does not clear twice chance ({_pct(2 * chance)})")
-        elif side == "below":
-            part = ("reproduced", f"A_d within {_pts(gap['high'])} points of A_a")
         elif side in ("covers", "none"):
-            part = ("inconclusive", "the gap's interval covers 3 points" if side == "covers"
+            part = ("inconclusive", f"the gap's interval covers {100 * limit:.1f} points" if side == "covers"
                     else "no test-set size recorded")
         else:
-            part = ("partly", (f"holds: A_d clears twice chance ({_pct(2 * chance)}); does not: A_d trails "
-                               f"A_a by {100 * gap['mean']:.1f} points, where the paper's PM trails by "
-                               f"{a_top1 - p_top1:.2f}"))
+            part = ("reproduced" if side == "below" else "not",
+                    f"the gap's interval lies {'below' if side == 'below' else 'above'} {100 * limit:.1f} points")
         parts.append((experiment, *part))
         concat = others.get((experiment, "concatenation"))
         ours.append(f"{experiment}: A_d {_pct(a_d)} vs A_a {_pct(a_a)}, A_a − A_d {_interval_pts(gap)}"
                     + (f"; concatenation code A_d {_pct(concat['degraded_top1'])}" if concat else ""))
+        effects.append(_effect(f"E2 A_a − A_d ({experiment})", gap, a_top1 - p_top1))
+        differs.append(f"our PM is {_size(row)} from F's weights, beside the paper's ResNet-152 and ParM's "
+                       f"{parm['model']}: its gap is {100 * gap['mean'] / parm_gap:.1f}× ParM's"
+                       + (f"; the concatenation code's gap is {100 * (a_a - concat['degraded_top1']):.1f} points"
+                          if concat else ""))
     verdict, why = _combine(parts)
     return _verdict(e2_parity_model, "E2", claim, paper_value, "; ".join(ours), verdict, why,
                     [("learning curves", "accuracy/pm_learning_curves.png"),
-                     ("degraded mode", "accuracy/pm_degraded_mode.md"), _notebook_link("02", "§2")])
+                     ("degraded mode", "accuracy/pm_degraded_mode.md"), _notebook_link("02", "§2")],
+                    differs="; ".join(differs), effects=effects)
 
 
 def e3a_compression(results: Path) -> Verdict:
@@ -371,6 +400,7 @@ def e3b_accuracy_kept(results: Path) -> Verdict:
     objective (L_task + L_KD + L_Inter), never a variant of this artifact.
     """
     claim = "Flake keeps PM's accuracy (within 3 points, same code)"
+    effects = []
     f_top1, p_top1 = paper.PAPER_TABLE2["flake"]["cifar10"][0], paper.PAPER_TABLE2["pm"]["cifar10"][0]
     paper_value = f"Flake {f_top1}% vs PM {p_top1}% ({f_top1 - p_top1:+.2f} points, CIFAR-10)"
     flake, pm = _flake_rows(results), _pm_rows(results)
@@ -388,12 +418,34 @@ def e3b_accuracy_kept(results: Path) -> Verdict:
         side = _side(d, -TOLERANCE)
         parts.append((_label(row), _verdict_of(side),
                       f"Flake − PM {_interval_pts(d)}"))
+        effects.append(_effect(f"E3b Flake − PM ({_label(row)})", d, f_top1 - p_top1))
         ours.append(f"{_label(row)}: Flake {_pct(row['degraded_top1'])} vs PM {_pct(reference['degraded_top1'])}"
                     f" ({_interval_pts(d)})")
     verdict, why = _combine(parts)
     return _verdict(e3b_accuracy_kept, "E3b", claim, paper_value, "; ".join(ours) or "—", verdict, why,
                     [("ablation", "accuracy/distillation_ablation.md"),
-                     ("learning curves", "accuracy/distillation_learning_curves.png"), _notebook_link("03", "§2")])
+                     ("learning curves", "accuracy/distillation_learning_curves.png"), _notebook_link("03", "§2")],
+                    differs=_budget_slope(results), effects=effects)
+
+
+def _budget_slope(results: Path) -> str:
+    """Whether the Flake − PM gap was still closing at the end of the training budget: the gap at the
+    last two points of the budget curve (``accuracy/budget_curve*.csv``), in points per epoch."""
+    folder = Path(results) / "accuracy"
+    if not (folder / "budget_curve.csv").is_file() or not (folder / "budget_curve_pm.csv").is_file():
+        return ""
+    flake = pd.read_csv(folder / "budget_curve.csv")
+    flake = flake[(flake["method"] == "flake") & (flake["variant"] == "paper")].set_index("epochs")["degraded_top1"]
+    pm = pd.read_csv(folder / "budget_curve_pm.csv").groupby("epochs")["degraded_top1"].first()
+    gap = (flake - pm).dropna().sort_index()
+    if len(gap) < 2:
+        return ""
+    (e0, g0), (e1, g1) = list(gap.items())[-2:]
+    slope = 100 * (g1 - g0) / (e1 - e0)
+    closing = "still closing" if slope > 0.05 else "no longer closing"
+    return (f"the training budget: on validation the Flake − PM gap went {100 * g0:+.1f} → {100 * g1:+.1f} points "
+            f"from {e0:g} to {e1:g} epochs ({slope:+.2f} points per epoch: {closing} at the end of the budget); "
+            "the paper trains for 200 epochs")
 
 
 def e3c_flake_above_nkd(results: Path) -> Verdict:
@@ -408,6 +460,7 @@ def e3c_flake_above_nkd(results: Path) -> Verdict:
     a compressed model (here of the same size), not two distillations of one task.
     """
     claim = "Flake's A_d is above NKD's (paper's ordering)"
+    effects = []
     f_top1, n_top1 = paper.PAPER_TABLE2["flake"]["cifar10"][0], paper.PAPER_TABLE2["nkd"]["cifar10"][0]
     paper_value = f"Flake {f_top1}% vs NKD {n_top1}% (CIFAR-10)"
     flake, nkd = _flake_rows(results), _by_experiment(accuracy_rows(results, "nkd"))
@@ -425,20 +478,26 @@ def e3c_flake_above_nkd(results: Path) -> Verdict:
         side = _side(d, 0.0)
         parts.append((_label(row), _verdict_of(side),
                       f"Flake − NKD {_interval_pts(d)}"))
+        effects.append(_effect(f"E3c Flake − NKD ({_label(row)})", d, f_top1 - n_top1))
         ours.append(f"{_label(row)}: Flake {_pct(row['degraded_top1'])} vs NKD {_pct(other['degraded_top1'])}")
     verdict, why = _combine(parts)
     why += ("; NKD's student re-runs the query itself, while Flake's decodes a superposition, so this "
             "compares two uses of a compressed model, not two distillations of one task")
     return _verdict(e3c_flake_above_nkd, "E3c", claim, paper_value, "; ".join(ours) or "—", verdict, why,
-                    [("ablation", "accuracy/distillation_ablation.md"), _notebook_link("03", "§2")])
+                    [("ablation", "accuracy/distillation_ablation.md"), _notebook_link("03", "§2")],
+                    differs="NKD re-runs the query with a student of F; Flake's student decodes a superposition "
+                            "of two queries, a harder task for a model of the same size", effects=effects)
 
 
 ABLATION_TERMS = {"L_KD": "L_task + L_KD", "L_Inter": "L_task + L_Inter"}
+#: Leave-one-out: the paper's full objective without each term (``L_task`` without the task loss).
+LEAVE_ONE_OUT = {"L_task": "L_KD + L_Inter", "L_KD": "L_task + L_Inter", "L_Inter": "L_task + L_KD"}
 
 
-def _ablation_seeds(results: Path) -> dict:
-    """``{(experiment, encoder): {term: [(seed, A_d with the term − A_d with L_task alone), ...]}}``
-    over ``results`` and its ``-seedN`` siblings."""
+def _ablation_seeds(results: Path, design: str = "add") -> dict:
+    """``{(experiment, encoder): {term: [(seed, effect), ...]}}`` over ``results`` and its ``-seedN``
+    siblings. ``design="add"`` (add-one-in): A_d(L_task + term) − A_d(L_task); ``design="leave"``
+    (leave-one-out): A_d(full objective) − A_d(full objective without the term)."""
     found = {}
     for folder in [Path(results), *determinism.seed_results_dirs(results)]:
         record = _read(folder / "accuracy" / "ablation.json")
@@ -449,50 +508,68 @@ def _ablation_seeds(results: Path) -> dict:
         for row in record.get("rows", []):
             if row.get("variant") in PAPER_VARIANTS and row.get("encoder"):
                 table[(row.get("experiment"), row["encoder"], row.get("terms"))] = row["degraded_top1"]
-        for (experiment, encoder, terms), base in table.items():
-            if terms != "L_task":
+        for (experiment, encoder, terms), value in table.items():
+            if design == "add" and terms == "L_task":
+                pairs = {t: (table.get((experiment, encoder, w)), value) for t, w in ABLATION_TERMS.items()}
+            elif design == "leave" and terms == FULL_TERMS:
+                pairs = {t: (value, table.get((experiment, encoder, w))) for t, w in LEAVE_ONE_OUT.items()}
+            else:
                 continue
-            for term, with_term in ABLATION_TERMS.items():
-                if (experiment, encoder, with_term) in table:
-                    found.setdefault((experiment, encoder), {}).setdefault(term, []).append(
-                        (seed, table[(experiment, encoder, with_term)] - base))
+            for term, (high, low) in pairs.items():
+                if high is not None and low is not None:
+                    found.setdefault((experiment, encoder), {}).setdefault(term, []).append((seed, high - low))
     return found
 
 
 def e3d_loss_terms(results: Path) -> Verdict:
-    """E3d: each of Flake's extra loss terms (L_KD, L_Inter) raises its A_d (the paper's ablation).
+    """E3d: each of Flake's loss terms earns its place in the objective (the paper's ablation).
 
-    Rule: a term's contribution is A_d(L_task + term) − A_d(L_task), measured per seed (each seed its
-    own training). With at least 3 seeds its 95 % bootstrap interval across seeds decides: the term
-    helps when the interval lies above 0, hurts when it lies below 0, and is not distinguishable when
-    it covers 0. Reproduced when every term helps, partly when some do (named), not when none helps
-    and one hurts, inconclusive otherwise — and always with fewer than 3 seeds (per-seed numbers given).
+    Rule: judged on leave-one-out where its arms were trained — a term's effect is A_d(the paper's full
+    objective) − A_d(the full objective without that term) — else on add-one-in, A_d(L_task + term) −
+    A_d(L_task); each measured per seed (each seed its own training). With at least 3 seeds Student's 95 %
+    t interval across seeds decides (the exact sign test is shown beside it: with n seeds it cannot go
+    below p = 2 / 2ⁿ): a term helps when the interval lies above 0, hurts when it lies below 0, and is not
+    distinguishable when it covers 0. Reproduced when every term helps, partly when some do (named), not
+    when none helps and one hurts, inconclusive otherwise — and always with fewer than 3 seeds.
 
-    Why: a term's effect is a fraction of a point while two seeds of the same recipe differ by as
-    much, so one seed cannot tell a contribution from noise; the seeds are the repeats.
+    Why: a term's effect is a fraction of a point while two seeds of the same recipe differ by as much, so
+    the seeds are the repeats; leave-one-out asks whether the objective needs a term beside the others,
+    which add-one-in (each term alone on top of L_task) cannot see; with a few seeds a percentile
+    bootstrap is little more than the range of the values, a t interval is the honest interval.
     """
-    claim = "each loss term (L_KD, L_Inter) raises Flake's A_d (ablation)"
+    claim = "each loss term of Flake's objective raises its A_d (ablation)"
     paper_value = "each term adds accuracy (the paper's ablation)"
-    found = _ablation_seeds(results)
+    leave, add = _ablation_seeds(results, "leave"), _ablation_seeds(results, "add")
+    found, design = (leave, "leave-one-out") if leave else (add, "add-one-in")
     if not found:
         return _not_run(e3d_loss_terms, "E3d", claim, paper_value, "accuracy/ablation.json")
-    parts = []
+    parts, effects = [], []
     for (experiment, encoder), terms in found.items():
         for term, values in terms.items():
             seeds, diffs = [s for s, _ in values], [d for _, d in values]
             listed = ", ".join(f"seed {s}: {100 * d:+.2f}" for s, d in values)  # points, to 0.01
-            label = f"{term} ({experiment}, {encoder})"
+            label = f"{term} ({experiment}, {encoder}, {design})"
             if len(values) < MIN_REPEATS:
                 parts.append((label, "inconclusive", f"{len(seeds)} seed(s), fewer than {MIN_REPEATS}: {listed}"))
                 continue
-            d = stats.paired_difference(diffs, [0.0] * len(diffs))
+            d = stats.t_interval(diffs)
+            sign = stats.sign_test(diffs)
             side = _side(d, 0.0)
-            parts.append((label, _verdict_of(side),
-                          f"{_interval_pts(d)} over {len(seeds)} seeds ({listed})"))
+            parts.append((label, _verdict_of(side), f"{_interval_pts(d)} (95 % t interval) over {len(seeds)} "
+                          f"seeds, sign test p = {sign['p']:.3g} ({listed})"))
+            effects.append(_effect(f"E3d {term} ({design})", d, None))
     verdict, why = _combine(parts)
     ours = "; ".join(f"{label}: {detail}" for label, _, detail in parts)
+    other = add if found is leave else {}
+    if other:
+        ours += "; add-one-in, shown: " + "; ".join(
+            f"{t}: " + ", ".join(f"{100 * d:+.2f}" for _, d in v) for terms in other.values() for t, v in terms.items())
     return _verdict(e3d_loss_terms, "E3d", claim, paper_value, ours, verdict, why,
-                    [("ablation", "accuracy/distillation_ablation.md"), _notebook_link("03", "§2")])
+                    [("ablation", "accuracy/distillation_ablation.md"), _notebook_link("03", "§2")],
+                    differs=f"judged on {design}" + ("" if found is leave else
+                                                     " (no leave-one-out arms trained: the full objective "
+                                                     "without L_task was not in this run)"),
+                    effects=effects)
 
 
 # ----------------------------------------------------------------------------- E4
@@ -570,6 +647,29 @@ def _block_text(table: pd.DataFrame) -> str:
     return f"{where}, {n} repeats{events}"
 
 
+def _e4_differs(results: Path, table: pd.DataFrame) -> str:
+    """Why the judged block's tails differ from the paper's: its noise floor (the no-fault control's gap
+    from the median to p99.9, measured on the same arrivals), the frontend's own lag, and the devices."""
+    path = Path(results) / "latency" / "table1.csv"
+    every = pd.read_csv(path) if path.is_file() else pd.DataFrame()
+    parts = []
+    if "faults" in every and "regime" in every and len(table):
+        keys = [c for c in ("regime", "mode", "dispatch") if c in every]
+        first = table.iloc[0]
+        control = every[(every["faults"] == "none") & (every[keys] == first[keys]).all(axis=1)]
+        if len(control):
+            c = control.iloc[0]
+            parts.append(f"with no fault at all the same arrivals give a median of {c['median_ms']:.1f} ms and a "
+                         f"p99.9 {c['p999_ms'] - c['median_ms']:.1f} ms above it (queueing on the devices and the "
+                         "frontend), beside the paper's whole GPM of 4–17 ms")
+    if "frontend_lag_max_ms" in table and len(table):
+        parts.append(f"the frontend itself took queries up to {table['frontend_lag_max_ms'].max():.1f} ms late "
+                     f"(p99 {table['frontend_lag_p99_ms'].median():.1f} ms)")
+    if "mode" in table and len(table) and table["mode"].iloc[0] == "emulated":
+        parts.append("device times are emulated (an ASSUMPTION: see notebook 04 §1), not a Neural Compute Stick")
+    return "; ".join(parts)
+
+
 def _d_text(d: dict) -> str:
     if d["n"] < MIN_REPEATS:
         return f"per repeat {', '.join(_ms(v) for v in d['differences'])} ms ({d['n']} repeats, no interval)"
@@ -585,7 +685,7 @@ def _order(function, claim_id: str, statistic: str, name: str, results: Path) ->
     if table is None or table.empty:
         return _not_run(function, claim_id, claim, paper_value, "latency/table1.csv")
     guard = _block_guard(table, ("flake", "pm", "srp"))
-    parts, ours = [], []
+    parts, ours, effects = [], [], []
     for slower, faster in (("pm", "flake"), ("srp", "pm")):
         d = _paired(table, statistic, slower, faster)
         label = f"{methods.name(faster)} < {methods.name(slower)}"
@@ -601,10 +701,13 @@ def _order(function, claim_id: str, statistic: str, name: str, results: Path) ->
             verdict, detail = _verdict_of(side), f"t interval {'covers' if side == 'covers' else 'excludes'} 0"
         parts.append((label, verdict, detail))
         ours.append(f"{methods.name(slower)} − {methods.name(faster)} {_d_text(d)}")
+        if d["n"] >= MIN_REPEATS:
+            effects.append(_effect(f"{claim_id} {name} {methods.name(slower)} − {methods.name(faster)}", d,
+                                   p[slower] - p[faster], unit="ms", scale=1.0))
     verdict, why = _combine(parts)
     return _verdict(function, claim_id, claim, paper_value, "; ".join(ours) + f" ({_block_text(table)})", verdict,
                     why, [("Table I", "latency/table1.csv"), ("per repeat", "latency/table1_repeats.png"),
-                          _notebook_link("04", "§4")])
+                          _notebook_link("04", "§4")], differs=_e4_differs(results, table), effects=effects)
 
 
 def e4a_gpm_order(results: Path) -> Verdict:
@@ -679,7 +782,7 @@ def e4c_paper_ratios(results: Path) -> Verdict:
         return stats.log_ratio_interval(both.iloc[:, 0], both.iloc[:, 1])
 
     guard = _block_guard(table, ("flake", "pm", "srp", "nkd"))
-    parts, ours = [], []
+    parts, ours, effects = [], [], []
     baselines = [m for m in methods.keys(paper=True) if m != "flake"]  # SRP, PM, NKD
     gmm = {m: ratio("gmm_ms", m) for m in baselines if m in set(table["method"])}
     gmm = {m: r for m, r in gmm.items() if not math.isnan(r["ratio"])}
@@ -692,11 +795,14 @@ def e4c_paper_ratios(results: Path) -> Verdict:
             parts.append((label, "not run", "no paired repeats in latency/table1.csv"))
             continue
         parts.append((label, *(("inconclusive", guard) if guard else _ratio_part(r, target))))
+        if r["n"] >= MIN_REPEATS:
+            effects.append(_effect(f"E4c {label}", r, target, unit="×"))
         ours.append(f"{label} {r['ratio']:.2f} " + (f"[{r['low']:.2f}, {r['high']:.2f}]" if r["n"] >= MIN_REPEATS
                                                     else "(no interval)"))
     verdict, why = _combine(parts)
     return _verdict(e4c_paper_ratios, "E4c", claim, paper_value, "; ".join(ours) + f" ({_block_text(table)})",
-                    verdict, why, [("Table I", "latency/table1.csv"), _notebook_link("04", "§4")])
+                    verdict, why, [("Table I", "latency/table1.csv"), _notebook_link("04", "§4")],
+                    differs=_e4_differs(results, table), effects=effects)
 
 
 def e4d_fig6(results: Path) -> Verdict:
@@ -827,20 +933,24 @@ def e4e_capacity(results: Path) -> Verdict:
 # ----------------------------------------------------------------------------- E5
 
 def e5_table2_row(results: Path, method: str, dataset: str) -> Verdict:
-    """E5 (Table II, one row): our top-1 for ``method`` on ``dataset`` against the paper's.
+    """E5 (Table II, one row): a method's top-1 on ``dataset`` against the paper's, judged on its gap to F.
 
-    Rule: the 95 % sampling interval of our top-1 (of the model that answers an unavailable query,
-    A_d; F itself for SRP) minus the paper's: reproduced when it lies within ±3 points, not when it
-    lies wholly outside, inconclusive when it covers +3 or −3 points; not run for a dataset this
-    profile has no experiment for. Top-5 is shown, not judged (nearly saturated on CIFAR-10).
+    Rule: judged on what can transfer across scales: the gap between the model that answers an
+    unavailable query (A_d) and F's available accuracy (A_a) on the same test images — PM − F, NKD − F,
+    Flake − F — against the paper's gap to its SRP (a replica of F): reproduced when the 95 % sampling
+    interval of ours minus the paper's lies within ±3 points, not when it lies wholly outside, inconclusive
+    when it covers +3 or −3 points. SRP's row is F itself: the *reference* the others are measured
+    against, shown with the paper's value, not judged. Not run for a dataset this profile has no
+    experiment for. Top-5 is shown, not judged (nearly saturated on CIFAR-10).
 
-    Why: this artifact's models are smaller and trained for less than the paper's (see the table of
-    deviations), so a row says how far the profile's number sits from the paper's, not whether the
-    method works (E2–E3 judge that); 3 points is the tolerance used throughout.
+    Why: this artifact's models are far smaller and trained for minutes (the table of deviations), so
+    their absolute accuracies say how big the models are, not whether a method works; how much a method
+    loses against F does transfer. 3 points is the tolerance used throughout.
     """
     top1, top5 = paper.PAPER_TABLE2[method][dataset]
+    srp_top1 = paper.PAPER_TABLE2["srp"][dataset][0]
     claim_id, claim = f"E5 {method} {dataset}", f"Table II: {methods.name(method)} top-1 on {dataset}"
-    paper_value = f"{top1}% / {top5}%"
+    paper_value = f"{top1}% / {top5}%" + (f" (gap to F {top1 - srp_top1:+.2f} points)" if method != "srp" else "")
     file = f"accuracy/{method}.json"
     rows = [r for r in accuracy_rows(results, method) if r.get("dataset") == dataset]
     link = [("Table II", "tables/table2.md"), _notebook_link("05")]
@@ -849,18 +959,28 @@ def e5_table2_row(results: Path, method: str, dataset: str) -> Verdict:
     if not rows:
         return _verdict(e5_table2_row, claim_id, claim, paper_value, "not measured", "not run",
                         f"this profile has no {dataset} experiment in `{file}` (the paper profile has one)", link)
-    parts, ours = [], []
+    parts, ours, effects, differs = [], [], [], []
     for row in rows:
         n = row.get("test_images") or 0
-        ours_iv = stats.proportion_interval(row["degraded_top1"], n)  # the paper's value: a constant
-        d = {k: ours_iv[k] - top1 / 100 for k in ("mean", "low", "high")}
+        if method == "srp":
+            parts.append((row.get("experiment"), "reference", "F itself: the others' gaps are measured from it"))
+            ours.append(f"{_pct(row['degraded_top1'])} / {_pct(row.get('degraded_top5'))}")
+            differs.append(f"our F is {_size(row)}; it is {100 * row['degraded_top1'] - top1:+.1f} points from the "
+                           f"paper's ResNet-152, whose {top1}% is itself odd: a ResNet-152 on CIFAR-10 normally "
+                           "exceeds 93 %")
+            continue
+        gap = stats.proportion_difference(row["degraded_top1"], n, row["available_top1"], n)
+        d = {k: gap[k] - (top1 - srp_top1) / 100 for k in ("mean", "low", "high")}
         inside = -TOLERANCE < d["low"] and d["high"] < TOLERANCE
         outside = d["low"] >= TOLERANCE or d["high"] <= -TOLERANCE
         parts.append((row.get("experiment"), "reproduced" if inside else "not" if outside else "inconclusive",
-                      f"ours − paper {_interval_pts(d)}"))
-        ours.append(f"{_pct(row['degraded_top1'])} / {_pct(row.get('degraded_top5'))}")
+                      f"our gap to F {_interval_pts(gap)}; ours − the paper's {_interval_pts(d)}"))
+        ours.append(f"{_pct(row['degraded_top1'])} / {_pct(row.get('degraded_top5'))} (gap to F {_pts(gap['mean'])})")
+        effects.append(_effect(f"E5 {methods.name(method)} − F ({dataset})", gap, top1 - srp_top1))
+        differs.append(f"{_size(row)}, against the paper's ResNet-152 and ResNet-50")
     verdict, why = _combine(parts)
-    return _verdict(e5_table2_row, claim_id, claim, paper_value, "; ".join(ours), verdict, why, link)
+    return _verdict(e5_table2_row, claim_id, claim, paper_value, "; ".join(ours), verdict, why, link,
+                    differs="; ".join(differs), effects=effects)
 
 
 # ----------------------------------------------------------------------------- beyond the paper (X)

@@ -50,7 +50,103 @@ GLOSSARY = {
     "noise floor": "the tail of a control run on the same arrivals with no injected fault",
     "emulated device": "a worker padded to a stated per-model service time by sleeping, standing in "
                        "for an accelerator that is busy without using the host CPU",
+    "native / emulated": "the two modes of the latency experiment: native runs the models as they are on this "
+                         "machine's shared cores; emulated gives every instance a device of its own (the paper's "
+                         "setting), with an assumed device time",
+    "k": "the size of a coding group: k queries share one parity query",
+    "r": "the number of parity models (parity queries) per coding group; r = 2 survives two unavailable members",
+    "K / S": "ApproxIFER's code: K queries become K + S coded queries; any K results decode all K",
+    "knee": "the offered load at which a method's tail starts to climb steeply: past it, queueing dominates",
+    "partner recovery": "Flake's rule when its group cannot be decoded: the unavailable query is coded with "
+                        "k − 1 recently answered queries (partners) and decoded from that parity query",
+    "headline point": "200 queries per second, the paper's Table I load",
+    "regime": "one kind of fault, each its own block of Table I: R1 isolated stragglers (the paper's setting, "
+              "where the claims are judged), R2 long single stalls, R3 a whole coding group unavailable",
+    "admission": "the one rule that lets redundant work (parity, replica, student, partner requests) onto an "
+                 "instance, sized from that instance's service time and a maximum utilisation",
+    "supported / not supported": "the verdict words of this artifact's own hypotheses (†): they are tested, "
+                                 "not reproduced",
 }
+
+#: The groups of claims the findings block speaks of, in the order a reader asks about them, each with
+#: what would change its outcome (said only when a claim of the group does not hold).
+FINDING_GROUPS = [
+    ("The code", ("E0",), ""),
+    ("The trace's long tail", ("E1",), "the full trace rather than the mirror's sample"),
+    ("Parity models", ("E2",), "a larger parity model or many more epochs (the paper profile, on a GPU)"),
+    ("Distillation", ("E3a", "E3b", "E3c", "E3d"), "the paper's 200 epochs and its ResNet-152 → ResNet-50 pair "
+                                                    "(the paper profile)"),
+    ("Tail latency at 200 qps", ("E4a", "E4b", "E4c", "E4d"), "a machine whose frontend and devices add no "
+                                                              "queueing of their own, or the paper's hardware"),
+    ("Capacity †", ("E4e",), "faster parity devices relative to the deployed ones, or a load nearer the knee"),
+    ("Table II", ("E5",), "the paper's model sizes and training (the paper profile)"),
+    ("Beyond the paper †", ("X1", "X2", "X3", "X4"), "longer training of the larger-group models"),
+]
+HOLDS = {"reproduced", "supported"}
+FAILS = {"not", "not supported"}
+
+
+def _status(words: list[str]) -> str:
+    ran = [w for w in words if w not in ("not run", "reference")]
+    if not ran:
+        return "not run"
+    if all(w in HOLDS for w in ran):
+        return "holds"
+    if all(w in FAILS for w in ran):
+        return "does not hold"
+    if any(w in HOLDS or w.startswith("partly") for w in ran):
+        return "holds in part"
+    if any(w in FAILS for w in ran):
+        return "does not hold (the rest undecided)"
+    return "undecided"
+
+
+def findings(verdicts: list) -> list[str]:
+    """The findings block: one line per group of claims (:data:`FINDING_GROUPS`) in plain words — whether
+    it holds, each claim's verdict, why ours differs (computed by the claims) and what would change it."""
+    lines = ["## Findings", "",
+             "Generated from the verdicts below (each decided by a rule written before the numbers):", ""]
+    for title, prefixes, change in FINDING_GROUPS:
+        group = [v for v in verdicts if v.id.startswith(prefixes)]
+        if not group:
+            continue
+        status = _status([v.verdict for v in group])
+        judged = [v for v in group if v.verdict not in ("not run", "reference")]
+        if prefixes == ("E5",):
+            counts = {}
+            for v in judged:
+                counts[v.verdict] = counts.get(v.verdict, 0) + 1
+            detail = ", ".join(f"{n} row(s) *{w}*" for w, n in counts.items()) + " (judged on each method's gap to F)"
+        else:
+            detail = "; ".join(f"{v.id} *{v.verdict}*: {v.claim}" for v in judged) or "no claim measured"
+        differs = next((v.differs for v in group if v.differs), "")
+        line = f"- **{title}: {status}.** {detail}."
+        if differs:
+            line += f" *Why ours differs:* {differs}."
+        if change and any(v.verdict in FAILS or v.verdict.startswith("partly") for v in judged):
+            line += f" *What would change it:* {change}."
+        lines.append(line)
+    return lines + [""]
+
+
+def headline_numbers(verdicts: list) -> list[str]:
+    """The paper against ours for each claim's headline quantities (the effects with intervals that
+    the claims computed), as a Markdown table."""
+    rows = []
+    for v in verdicts:
+        for e in v.effects:
+            unit = {"points": " pts", "ms": " ms", "×": "×"}.get(e["unit"], "")
+            paper_value = "—" if e["paper"] is None else f"{e['paper']:+.2f}{unit}" if unit != "×" \
+                else f"{e['paper']:.2f}×"
+            ours = (f"{e['value']:.2f}× [{e['low']:.2f}, {e['high']:.2f}]" if unit == "×" else
+                    f"{e['value']:+.2f}{unit} [{e['low']:+.2f}, {e['high']:+.2f}]")
+            rows.append([e["label"], paper_value, ours, f"*{v.verdict}*"])
+    if not rows:
+        return []
+    return ["### The paper's numbers beside ours", "",
+            "Each quantity a claim is decided on, with its 95 % interval (sampling interval for accuracies, t "
+            "interval over repeats or seeds for latencies and ablations):", "",
+            *_table(["quantity", "paper", "ours [interval]", "verdict"], rows), ""]
 
 
 def _read(path: Path) -> dict | None:
@@ -120,7 +216,7 @@ def header(prov: dict) -> list[str]:
     sources = sorted({str(v) for v in (prov.get("data_source") or {}).values() if v})
     packages = ", ".join(f"{k} {v}" for k, v in (prov.get("packages") or {}).items() if v)
     seconds, commits = prov.get("chain_seconds") or {}, prov.get("chain_commits") or {}
-    lines = [f"# Flake: the paper versus this run ({prov.get('profile')} profile)", "",
+    lines = ["## This run", "",
              *_table(["", "this run (from `provenance.json`)"], [
                  ["commit", f"`{prov.get('git_commit')}`, uncommitted changes: {_yes(prov.get('git_dirty'))}"],
                  ["profile, seed", f"`{prov.get('profile')}`, seed {prov.get('seed')}"],
@@ -331,7 +427,8 @@ def glance_lines(verdicts: list) -> list[str]:
             ("Verdicts: *reproduced* (the evidence supports the claim by its rule), *partly* (the parts "
              "that hold are named), *not* (the evidence contradicts it), *inconclusive* (an interval "
              "covers the decision point, or too few repeats or seeds for one), *not run* (a file is "
-             "missing; the reason names it). † marks this artifact's claim, not the paper's, judged *supported* "
+             "missing; the reason names it), *reference* (Table II's SRP row: F itself, the row the others' "
+             "gaps are measured from). † marks this artifact's claim, not the paper's, judged *supported* "
              "or *not supported* (never reproduced). Each rule "
              "is the docstring of one function of `flake_lib/claims.py`, quoted with the claim below."), "",
             *_table(["id", "claim", "paper", "ours", "verdict"],
@@ -354,7 +451,8 @@ def claims_lines(results: Path, verdicts: list) -> list[str]:
         own = " (this artifact's claim)" if v.origin != "paper" else ""
         lines += [f"### {v.id} — {v.claim}: *{v.verdict}*{own}",
                   "", f"- **paper:** {v.paper}", f"- **ours:** {v.ours}", f"- **rule:** {v.rule}",
-                  f"- **why:** {v.why}", f"- **see:** {_links(results, v.links)}", ""]
+                  f"- **why:** {v.why}", *([f"- **why ours differs:** {v.differs}"] if v.differs else []),
+                  f"- **see:** {_links(results, v.links)}", ""]
     return lines
 
 
@@ -364,7 +462,11 @@ def build_report(results: str | Path) -> str:
     prov = _read(results / "provenance.json") or {}
     verdicts = claims.all_claims(results)
     e5 = {v.id: f"*{v.verdict}*" for v in verdicts if v.id.startswith("E5")}
-    lines = [*header(prov), *glance_lines(verdicts), *deviations(prov, results),
+    title = [f"# Flake: the paper versus this run ({prov.get('profile')} profile)", "",
+             f"Commit `{str(prov.get('git_commit'))[:10]}`; every number below is computed from this folder's files.",
+             ""]
+    lines = [*title, *findings(verdicts), *headline_numbers(verdicts), *header(prov), *glance_lines(verdicts),
+             *deviations(prov, results),
               "## Table I (latency at the headline point)", "", *table1_lines(results),
               "## Table II (accuracy of the model that answers an unavailable query)", "",
               ("SRP's answer is F's own (a replica), so its top-1 is A_a; PM's and Flake's is a "
@@ -466,6 +568,7 @@ def readme_results(results: str | Path) -> str:
               f"`{str(prov.get('git_commit'))[:10]}`, {prov.get('cpu')} ({cores} cores); chain time "
               f"{sum((prov.get('chain_seconds') or {}).values()) / 60:.0f} min. "
               f"Full report: [`results/{name}/REPORT.md`](results/{name}/REPORT.md)."), "",
+             *findings(verdicts)[4:], *headline_numbers(verdicts),
              ("**Table II** (CIFAR-10; top-1 / top-5 of the model that answers an unavailable query, "
               "A_d; SRP answers with a replica of F, so its A_d is F's accuracy):"), "",
              *table2_lines(results, datasets=("cifar10",))]
