@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from . import data, determinism, report, results
-from .progress import papermill_options, watch_notebook
+from .progress import LOG_ENV, papermill_options, watch_notebook
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -185,6 +185,9 @@ def run_chain(profile: str = "quick", only: str | None = None, mirror: str | Non
         declared = declared_parameters(notebook)
         values = {k: v for k, v in {**params, **chain_values}.items() if k in declared}
         target = executed_dir / notebook.name
+        log = executed_dir / f"{notebook.stem}.log"  # training logs go here, not into the executed cells
+        log.unlink(missing_ok=True)
+        os.environ[LOG_ENV] = str(log)
         print(f"[{i}/{len(notebooks)}] {notebook.stem} (profile {profile})", flush=True)
         start = time.perf_counter()
         try:
@@ -200,6 +203,8 @@ def run_chain(profile: str = "quick", only: str | None = None, mirror: str | Non
         except KeyboardInterrupt:
             print("\ninterrupted\n" + incomplete_run(out, notebook, notebooks[i:]), file=sys.stderr, flush=True)
             raise
+        finally:
+            os.environ.pop(LOG_ENV, None)
         seconds = round(time.perf_counter() - start, 1)
         print(f"    done in {seconds:.1f} s -> {target}", flush=True)
         executed.append(target)

@@ -26,6 +26,8 @@ from collections.abc import Iterable
 
 QUIET_ENV = "FLAKE_QUIET_PROGRESS"
 FILE_ENV = "FLAKE_PROGRESS_FILE"
+#: Under the chain: the file a notebook's running log goes to (beside its executed copy), not its cells.
+LOG_ENV = "FLAKE_LOG_FILE"
 #: Seconds between two writes of the status file.
 FILE_INTERVAL = 1.0
 _last_write = [0.0]
@@ -43,6 +45,21 @@ def format_seconds(seconds: float | None) -> str:
     seconds = int(round(max(0.0, seconds)))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def log_line(text: str) -> None:
+    """One line of a long computation's running log (a training epoch's metrics): appended to
+    ``$FLAKE_LOG_FILE`` when the chain set it (the executed notebook keeps its results, the log sits
+    beside it), printed otherwise."""
+    path = os.environ.get(LOG_ENV)
+    if not path:
+        print(text, flush=True)
+        return
+    try:
+        with open(path, "a") as handle:
+            handle.write(text.rstrip("\n") + "\n")
+    except OSError:
+        print(text, flush=True)
 
 
 def status(text: str, force: bool = False) -> bool:

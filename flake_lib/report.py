@@ -599,3 +599,43 @@ def update_readme(readme: str | Path, results: str | Path) -> bool:
     if new != text:
         readme.write_text(new)
     return new != text
+
+
+# ----------------------------------------------------------------------------- the forest plot
+
+def forest_figure(verdicts: list):
+    """One figure that answers the question: every claim's effect with its 95 % interval (a bar) beside
+    the paper's value (a hollow diamond), one panel per unit (points of accuracy, ms, ratios), a dotted
+    line at no effect. The marker is filled where the verdict holds, open where it does not."""
+    import matplotlib.pyplot as plt
+
+    effects = [(v, e) for v in verdicts for e in v.effects]
+    units = [u for u in ("points", "ms", "×") if any(e["unit"] == u for _, e in effects)]
+    if not units:
+        return None
+    heights = [max(1, sum(e["unit"] == u for _, e in effects)) for u in units]
+    fig, axes = plt.subplots(len(units), 1, figsize=(8.5, 0.42 * sum(heights) + 1.4 * len(units)),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, unit in zip(axes[:, 0], units):
+        rows = [(v, e) for v, e in effects if e["unit"] == unit]
+        for y, (v, e) in enumerate(reversed(rows)):
+            held = v.verdict in HOLDS
+            ax.plot([e["low"], e["high"]], [y, y], color="0.25", linewidth=1.6)
+            ax.plot([e["value"]], [y], marker="o", markersize=6, color="0.1",
+                    markerfacecolor="0.1" if held else "white")
+            if e["paper"] is not None:
+                ax.plot([e["paper"]], [y], marker="D", markersize=6, markerfacecolor="none",
+                        markeredgecolor="#D55E00", markeredgewidth=1.4)
+        ax.axvline(1.0 if unit == "×" else 0.0, color="0.5", linestyle=":", linewidth=0.9)
+        ax.set_yticks(range(len(rows)), [f"{e['label']}  ({v.verdict})" for v, e in reversed(rows)], fontsize=8)
+        ax.set_xlabel({"points": "effect [points of top-1]", "ms": "difference [ms]", "×": "ratio"}[unit])
+        if unit == "×":
+            from . import style
+
+            ax.set_xscale("log")
+            style.plain_log(ax, "x")
+        ax.margins(y=0.08)
+    axes[0, 0].set_title("Every claim's effect: ours (dot: filled = holds; bar: 95 % interval), "
+                         "the paper's (orange diamond)", fontsize=9)
+    fig.tight_layout()
+    return fig

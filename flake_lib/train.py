@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .data import TensorLoader
+from .progress import log_line
 from .progress import progress as progress_bar
 from .progress import status as progress_status
 
@@ -174,7 +175,7 @@ def fit(model: nn.Module, step: Callable, loader: TensorLoader, cfg: OptimConfig
                       "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "history": history}, path)
         if progress:
             shown = {k: round(v, 4) for k, v in record.items() if isinstance(v, float)}
-            print(f"{desc} epoch {epoch + 1}/{cfg.epochs}: {shown}", flush=True)
+            log_line(f"{desc} epoch {epoch + 1}/{cfg.epochs}: {shown}")
             progress_status(f"{desc} epoch {epoch + 1}/{cfg.epochs} done · "
                             + " ".join(f"{k}={v}" for k, v in shown.items() if k != "lr"), force=True)
     model.eval()
@@ -444,7 +445,7 @@ def fit_lockstep(arms: list[Arm], loader: TensorLoader, *, checkpoint: str | os.
             state[arm.name]["history"].append(record)
             if progress:
                 shown = {k: round(v, 4) for k, v in record.items() if isinstance(v, float)}
-                print(f"{desc} {arm.name} epoch {record['epoch']}/{arm.cfg.epochs}: {shown}", flush=True)
+                log_line(f"{desc} {arm.name} epoch {record['epoch']}/{arm.cfg.epochs}: {shown}")
         _atomic_save({"args": stored_args, "epoch": epoch + 1, "arms": {
             a.name: {"model": a.model.state_dict(),
                      "optimizer": opt[a.name][0].state_dict() if state[a.name]["started"] else None,

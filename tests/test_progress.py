@@ -148,3 +148,14 @@ def test_papermill_options_keep_outputs_clean(monkeypatch, tmp_path):
     assert "config" not in progress.papermill_options()  # an IPC socket path would not fit: TCP
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", "/tmp/rt")
     assert progress.papermill_options()["config"].KernelManager.transport == "ipc"
+
+
+def test_log_lines_go_to_the_log_file_under_the_chain_and_print_otherwise(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv(progress.LOG_ENV, raising=False)
+    progress.log_line("epoch 1: loss 2.0")
+    assert capsys.readouterr().out == "epoch 1: loss 2.0\n"
+    log = tmp_path / "03-distillation.log"
+    monkeypatch.setenv(progress.LOG_ENV, str(log))
+    progress.log_line("epoch 1: loss 2.0")
+    progress.log_line("epoch 2: loss 1.5\n")
+    assert capsys.readouterr().out == "" and log.read_text() == "epoch 1: loss 2.0\nepoch 2: loss 1.5\n"
