@@ -236,7 +236,8 @@ def objective(name: str, gamma: float = GAMMA, beta: float = 1.0) -> Objective:
     them: ``(1 − γ)`` on ``L_task`` when ``L_KD`` is used, else 1):
 
     - ``paper``: ``(1 − γ)·L_task + L_KD + β·L_Inter`` (channel KL); ``task``: ``L_task``;
-      ``task+kd``: ``(1 − γ)·L_task + L_KD``; ``task+inter``: ``L_task + β·L_Inter``.
+      ``task+kd``: ``(1 − γ)·L_task + L_KD``; ``task+inter``: ``L_task + β·L_Inter``; ``kd+inter``:
+      ``L_KD + β·L_Inter`` (the leave-one-out arm without ``L_task``).
 
     This artifact's variants (never replacing the paper's), with the exact task target at weight 1:
 
@@ -248,6 +249,7 @@ def objective(name: str, gamma: float = GAMMA, beta: float = 1.0) -> Objective:
         "task": Objective(1.0),
         "task+kd": Objective(1 - gamma, gamma),
         "task+inter": Objective(1.0, 0.0, 0.0, beta, "channel_kl"),
+        "kd+inter": Objective(0.0, gamma, 0.0, beta, "channel_kl"),  # leave-one-out: the paper's without L_task
         "task1+kd": Objective(1.0, gamma),
         "task1+dkd": Objective(1.0, 0.0, gamma),
         "task1+std": Objective(1.0, 0.0, 0.0, beta, "std_mse"),
@@ -257,29 +259,37 @@ def objective(name: str, gamma: float = GAMMA, beta: float = 1.0) -> Objective:
     return table[name]
 
 
-OBJECTIVES = ("paper", "task", "task+kd", "task+inter", "task1+kd", "task1+dkd", "task1+std")
+OBJECTIVES = ("paper", "task", "task+kd", "task+inter", "kd+inter", "task1+kd", "task1+dkd", "task1+std")
 
 
 def objective_value(obj: Objective, student_out: torch.Tensor, member_outputs: torch.Tensor,
                     teacher_out: torch.Tensor | None = None,
                     student_features: list[torch.Tensor] | None = None,
                     teacher_features: list[torch.Tensor] | None = None,
-                    tau: float = TAU) -> tuple[torch.Tensor, dict]:
-    """The loss of ``obj`` and its terms (unweighted, as floats) for one batch of coding groups."""
+                    tau: float = TAU) -> tuple[torch.Tensor, dict, dict]:
+    """The loss of ``obj``, its terms (unweighted, as floats) and each term's weighted tensor (to take
+    its gradient apart) for one batch of coding groups."""
     loss, terms = student_out.new_zeros(()), {}
+    weighted = {}
     if obj.task > 0:
         value = parity_loss(student_out, member_outputs)
-        loss, terms["task"] = loss + obj.task * value, value.item()
+        weighted["task"] = obj.task * value
+        terms["task"] = value.item()
     if obj.kd > 0:
         value = kd_loss(student_out, teacher_out, tau, gamma=1.0)
-        loss, terms["kd"] = loss + obj.kd * value, value.item()
+        weighted["kd"] = obj.kd * value
+        terms["kd"] = value.item()
     if obj.decoded_kd > 0:
         value = decoded_kd_loss(student_out, member_outputs, tau)
-        loss, terms["decoded_kd"] = loss + obj.decoded_kd * value, value.item()
+        weighted["decoded_kd"] = obj.decoded_kd * value
+        terms["decoded_kd"] = value.item()
     if obj.inter > 0:
         value = inter_term(student_features, teacher_features, obj.inter_kind, tau)
-        loss, terms["inter"] = loss + obj.inter * value, value.item()
-    return loss, terms
+        weighted["inter"] = obj.inter * value
+        terms["inter"] = value.item()
+    for term in weighted.values():
+        loss = loss + term
+    return loss, terms, weighted
 
 
 class StageHooks(FeatureHooks):
@@ -319,13 +329,14 @@ class FlakeArmLoss:
                  tau: float = TAU):
         self.obj, self.encoder, self.units, self.tau = obj, encoder, list(units or []), tau
         self.last: dict[str, float] = {}
+        self.terms: dict[str, torch.Tensor] = {}  #: the last batch's weighted terms (their gradients are logged)
 
     def __call__(self, student: nn.Module, shared) -> torch.Tensor:
         parity_input, members = shared[f"parity:{self.encoder}"], shared["members"]
         teacher = shared[f"teacher:{self.encoder}"] if self.obj.needs_teacher else None
         with FeatureHooks(student, self.units if self.obj.inter > 0 else []) as hooks:
             student_out = student(parity_input)
-        loss, self.last = objective_value(
+        loss, self.last, self.terms = objective_value(
             self.obj, student_out, members, teacher["out"] if teacher else None,
             hooks.features if self.obj.inter > 0 else None,
             teacher["features"] if teacher else None, self.tau)

@@ -374,7 +374,7 @@ class FlakeVariant:
 #: The paper's objective and its ablation arms keep the names of their loss-term sets (the names
 #: their checkpoints had before variants were named, so earlier checkpoints still load).
 PAPER_ABLATION = {"paper": ("task", "kd", "inter"), "task": ("task",), "task+kd": ("task", "kd"),
-                  "task+inter": ("task", "inter")}
+                  "task+inter": ("task", "inter"), "kd+inter": ("kd", "inter")}
 
 
 def ablation_objective(terms) -> str:
@@ -820,3 +820,19 @@ def group_curves(histories: dict[tuple[str, int, str], list[dict]], method: str)
              "lockstep_seconds": h.get("lockstep_seconds")}
             for (name, k, encoder), history in histories.items() for h in history]
     return pd.DataFrame(rows, columns=GROUP_CURVE_COLUMNS)
+
+
+def loss_terms(histories: dict, info: dict, experiment_name: str) -> pd.DataFrame:
+    """Each distilled arm's loss terms per epoch (``term_*``: the mean unweighted value; ``grad_*``: the
+    mean norm of the weighted term's gradient, sampled during the epoch), one row per arm and epoch."""
+    rows = []
+    for arm, history in histories.items():
+        meta = info.get(arm, {})
+        for record in history:
+            values = {key: value for key, value in record.items() if key.startswith(("term_", "grad_"))}
+            if values:
+                rows.append({"experiment": experiment_name, "arm": arm, "method": meta.get("method"),
+                             "variant": meta.get("variant"), "terms": meta.get("terms"),
+                             "encoder": meta.get("encoder"), "epoch": record.get("run_epoch", record.get("epoch")),
+                             **values})
+    return pd.DataFrame(rows)

@@ -272,6 +272,21 @@ def arm_steps(arm: Arm, steps_per_epoch: int) -> tuple[int, int]:
     return end - max(1, round(arm.cfg.epochs * steps_per_epoch)), end
 
 
+#: Every this many steps, the gradient of each weighted loss term of an arm that reports its terms is
+#: taken apart (one extra backward pass per term) and its norm logged: what each term does to the model.
+GRAD_EVERY = 50
+
+
+def _term_gradients(model: nn.Module, terms: dict) -> dict[str, float]:
+    """The norm of the gradient of each weighted loss term with respect to the model's parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    norms = {}
+    for name, term in terms.items():
+        grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+        norms[name] = float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)))
+    return norms
+
+
 def _arm_seed(seed: int, name: str, epoch: int, step: int) -> int:
     """Seed of the global RNG for one step of one arm: depends on the arm's name, never on the other
     arms, so an arm draws the same random numbers (dropout) in lockstep as alone."""
@@ -371,6 +386,7 @@ def fit_lockstep(arms: list[Arm], loader: TensorLoader, *, checkpoint: str | os.
             arm.model.train()
         seconds = {a.name: dict.fromkeys(("own", "data", "shared", "lockstep"), 0.0) for a in active}
         totals = {a.name: [0.0, 0] for a in active}
+        term_sums = {a.name: {} for a in active}  # per loss term: [sum of values, steps, sum of grad norms, samples]
         began = time.perf_counter()
         bar = progress_bar(loader, desc=f"{desc} epoch {epoch + 1}/{last} ({len(active)} arms)",
                            enabled=progress, mininterval=2)
@@ -396,6 +412,15 @@ def fit_lockstep(arms: list[Arm], loader: TensorLoader, *, checkpoint: str | os.
                 loss = arm.loss(arm.model, shared)
                 optimizer, scheduler = opt[arm.name]
                 optimizer.zero_grad(set_to_none=True)
+                sums = term_sums[arm.name]
+                for term, value in getattr(arm.loss, "last", {}).items():
+                    sums.setdefault(term, [0.0, 0, 0.0, 0])
+                    sums[term][0] += value
+                    sums[term][1] += 1
+                if step % GRAD_EVERY == 0 and len(getattr(arm.loss, "terms", {})) > 1:
+                    for term, norm in _term_gradients(arm.model, arm.loss.terms).items():
+                        sums[term][2] += norm
+                        sums[term][3] += 1
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
@@ -430,6 +455,10 @@ def fit_lockstep(arms: list[Arm], loader: TensorLoader, *, checkpoint: str | os.
                       "data_seconds": s["data"], "shared_seconds": s["shared"],
                       "lockstep_seconds": s["lockstep"], "lockstep_wall_seconds": wall,
                       "lockstep_arms": len(active)}
+            for term, (value, steps, norm, samples) in term_sums[arm.name].items():
+                record[f"term_{term}"] = value / max(steps, 1)  # the term's mean value (unweighted)
+                if samples:
+                    record[f"grad_{term}"] = norm / samples  # the mean norm of its weighted gradient
             if arm.evaluate is not None:
                 arm.model.eval()
                 t0 = time.perf_counter()

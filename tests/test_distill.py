@@ -125,7 +125,10 @@ def test_objective_weights_and_names():
     assert distill.objective("task").terms() == ("task",)
     assert distill.objective("task1+dkd").terms() == ("task", "decoded_kd")
     assert distill.objective("task1+std").inter_kind == "std_mse"
-    assert set(distill.OBJECTIVES) == {"paper", "task", "task+kd", "task+inter", "task1+kd", "task1+dkd", "task1+std"}
+    assert set(distill.OBJECTIVES) == {"paper", "task", "task+kd", "task+inter", "kd+inter", "task1+kd", "task1+dkd",
+                                       "task1+std"}
+    without_task = distill.objective("kd+inter", gamma=0.7, beta=0.5)  # leave-one-out: the paper's weights, no L_task
+    assert (without_task.task, without_task.kd, without_task.inter) == pytest.approx((0.0, 0.7, 0.5))
     with pytest.raises(ValueError, match="unknown objective"):
         distill.objective("kd-only")
 

@@ -275,3 +275,15 @@ def test_alone_seconds_follow_the_lineage():
     assert train.alone_seconds(arms, histories, "warm") == 5.0
     assert train.alone_seconds(arms, histories, "main") == 5.0 + 7.0 + 11.0
     assert train.alone_seconds(arms, histories, "main-e2") == 5.0 + 7.0 + 13.0  # not main's third epoch
+
+
+def test_each_loss_term_and_its_gradient_are_logged_per_epoch(tmp_path):
+    """A Flake arm reports each term of its objective (mean over the epoch's steps, unweighted) and the
+    norm of each weighted term's gradient (sampled every GRAD_EVERY steps); a one-term arm only its value."""
+    shared = _producers()
+    histories = _run(tmp_path, "terms.pt", _arms(shared), shared[0])
+    record = histories["flake"][0]
+    terms = [key[len("term_"):] for key in record if key.startswith("term_")]
+    assert len(terms) >= 2 and all(record[f"grad_{t}"] > 0 for t in terms)
+    assert all(record[f"term_{t}"] >= 0 for t in terms)
+    assert not any(key.startswith(("term_", "grad_")) for key in histories["pm"][0])
