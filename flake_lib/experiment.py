@@ -312,19 +312,24 @@ def pm_name(k: int, encoder: str, targets: str = "augmented", suffix: str = "") 
 def pm_arm(exp: Experiment, deployed: nn.Module, num_classes: int, cfg: train.OptimConfig, *,
            k: int = 2, encoder: str = "addition", targets: str = "augmented", init: str = "deployed",
            evaluate=None, select: str | None = None, name: str | None = None, seed: int = 0,
-           fast_cpu: bool = True) -> train.Arm:
+           fast_cpu: bool = True, width_factor: float = 1.0) -> train.Arm:
     """A PM parity model as a lockstep arm: ``F``'s architecture, MSE to ``Σ F(x_i)``; ``init``
-    ``deployed`` (a copy of ``F``) or ``scratch`` (ParM); ``select`` keeps the best epoch on it."""
+    ``deployed`` (a copy of ``F``) or ``scratch`` (ParM); ``select`` keeps the best epoch on it;
+    ``width_factor``: ``F``'s architecture with every stage that many times wider (from scratch: a
+    capacity control)."""
     if init not in ("scratch", "deployed"):
         raise ValueError(f"unknown parity init {init!r}; use scratch or deployed")
+    if width_factor != 1.0 and init == "deployed":
+        raise ValueError("a wider parity model cannot start from F's weights: use init='scratch'")
     name = name or pm_name(k, encoder, targets)
     torch.manual_seed(seed + 1 + zlib.crc32(name.encode()) % 1000)
-    model = channels_last(exp.build_deployed(num_classes), fast_cpu)
+    model = channels_last(models.build_model(exp.deployed_arch, num_classes, width=exp.width * width_factor)
+                          if width_factor != 1.0 else exp.build_deployed(num_classes), fast_cpu)
     if init == "deployed":
         model.load_state_dict(deployed.state_dict())
     model.requires_grad_(True)
     return train.Arm(name, model, parity.ParityArmLoss(encoder, targets), cfg, evaluate, select,
-                     args={"role": "parity", "arch": exp.deployed_arch, "width": exp.width,
+                     args={"role": "parity", "arch": exp.deployed_arch, "width": exp.width * width_factor,
                            "dataset": exp.dataset, "k": k, "encoder": encoder, "targets": targets,
                            "init": init, "seed": seed})
 
@@ -582,19 +587,23 @@ class ArmPlan:
 def parity_plan(exp: Experiment, deployed: nn.Module, num_classes: int, codes: list[tuple[int, str, str]],
                 cfg: train.OptimConfig, *, init: str = "deployed", budget_epochs=(),
                 parm_cfg: train.OptimConfig | None = None, evaluate: dict | None = None, seed: int = 0,
-                fast_cpu: bool = True) -> list[ArmPlan]:
+                fast_cpu: bool = True, width_factors=()) -> list[ArmPlan]:
     """The PM arms of notebook 02 for codes ``(k, encoder, targets)`` of one group size: one per code
     (``cfg``, ``init``), the shorter complete schedules of the first code (``budget_epochs`` below
     ``cfg.epochs``: the budget curve) and, with ``parm_cfg``, ParM's recipe for the first code (from
-    scratch, its own optimiser, the best validation epoch, :data:`SELECT`)."""
+    scratch, its own optimiser, the best validation epoch, :data:`SELECT`); each of ``width_factors``
+    adds, for the first code, the same recipe at that many times the width from scratch (the capacity
+    control: with ParM's recipe it separates capacity from the starting point)."""
     evaluate = evaluate or {}
     first, plans = codes[0], []
 
-    def plan(name, k, encoder, targets, arm_cfg, arm_init, budget, recipe, select=None, branch=None):
-        meta = {"method": "pm", "k": k, "encoder": encoder, "targets": targets, "budget": budget, "recipe": recipe}
+    def plan(name, k, encoder, targets, arm_cfg, arm_init, budget, recipe, select=None, branch=None, width=1.0):
+        meta = {"method": "pm", "k": k, "encoder": encoder, "targets": targets, "budget": budget, "recipe": recipe,
+                "width_factor": width}
         plans.append(ArmPlan(name, meta, lambda: _branched(pm_arm(
             exp, deployed, num_classes, arm_cfg, k=k, encoder=encoder, targets=targets, init=arm_init,
-            evaluate=evaluate.get(encoder), select=select, name=name, seed=seed, fast_cpu=fast_cpu), branch)))
+            evaluate=evaluate.get(encoder), select=select, name=name, seed=seed, fast_cpu=fast_cpu,
+            width_factor=width), branch)))
 
     for k, encoder, targets in codes:
         plan(pm_name(k, encoder, targets), k, encoder, targets, cfg, init, False, "main")
@@ -604,6 +613,9 @@ def parity_plan(exp: Experiment, deployed: nn.Module, num_classes: int, codes: l
              branch=(pm_name(*first), start) if start else None)
     if parm_cfg is not None:
         plan(pm_name(*first, suffix="parm"), *first, parm_cfg, "scratch", False, "parm", select=SELECT)
+    for factor in width_factors:
+        plan(pm_name(*first, suffix=f"w{factor:g}"), *first, cfg, "scratch", False, f"width x{factor:g}",
+             width=float(factor))
     return plans
 
 
