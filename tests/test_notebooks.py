@@ -243,43 +243,51 @@ def test_latency_benchmark_accounts_for_every_query(smoke_results):
     table1 = pd.read_csv(latency / "table1.csv")
     assert list(table1.columns[:len(lt.TABLE1_COLUMNS)]) == lt.TABLE1_COLUMNS
     assert set(table1["method"]) == {"none", "srp", "pm", "nkd", "flake", "hedge", "equal", "approxifer"}
-    assert set(table1["faults"]) == {"injected", "none"} and set(table1["mode"]) == {"native"}
+    assert set(table1["regime"]) == {"R1", "R2", "R3"} and set(table1["mode"]) == {"native"}
+    assert set(table1["dispatch"]) == {"round_robin", "single_queue"} and set(table1["block"]) == {"Table I", "peers"}
     assert set(table1.loc[table1["faults"] == "none", "method"]) == {"none"}  # the noise floor
-    firsts = table1[table1["order"] == 0].sort_values("repeat")["method"].tolist()
+    main = table1[(table1["block"] == "Table I") & (table1["faults"] == "injected")]
+    assert main.groupby(["regime", "dispatch", "method"])["repeat"].nunique().eq(2).all()  # same repeats everywhere
+    for column in ("n_over_bound", "n_groups_2plus", "stall_s", "recovery_deferred", "recovery_dropped",
+                   "admission_wait_max_ms", "frontend_lag_max_ms", "admission_acted_idle"):
+        assert column in table1, column
+    judged = main[(main["regime"] == "R1") & (main["dispatch"] == "round_robin")]
+    firsts = judged[judged["order"] == 0].sort_values("repeat")["method"].tolist()
     assert len(firsts) == 2 and firsts[0] != firsts[1]  # the method order rotates across repeats
     for key, part in queries.groupby(["method", "repeat", "faults"]):
-        assert len(part) == part["query"].nunique() == 100, key  # every query exactly once
+        assert len(part) == part["query"].nunique() == 200, key  # every query exactly once
         assert part["outcome"].notna().all()
-    assert len(queries.groupby(["method", "repeat", "faults"])) == len(table1)
     assert (table1["gmm_ms"] >= table1["gpm_ms"]).all() and (table1["n_failed"] >= 0).all()
     outcomes = ("original", "decoded", "reconstructed", "replica", "student", "hedge", "error", "failed")
     assert (table1["n_queries"] == table1[[f"n_{o}" for o in outcomes]].sum(axis=1)).all()
     approx = table1[table1["method"] == "approxifer"]
     assert (approx["n_original"] == approx["n_retry"]).all()  # not systematic: F alone answers only a retry
-    sweep = pd.read_csv(latency / "load_sweep.csv")
-    assert list(sweep.columns[:len(lt.SWEEP_COLUMNS)]) == lt.SWEEP_COLUMNS
-    assert set(sweep["mode"]) == {"native"}  # the smoke profile sweeps the native mode only
-    assert {200.0, 800.0} <= set(sweep["qps"]) and set(sweep["method"]) == {"none", "srp", "pm", "flake", "nkd"}
+    predictions = pd.read_csv(latency / "predictions.csv")
+    expected = {"regime", "mode", "method", "predicted_median_ms", "predicted_p999_ms", "predicted_max_ms"}
+    assert expected <= set(predictions)
+    assert set(predictions["regime"]) == {"R1", "R2", "R3"}
+    assert len(pd.read_csv(latency / "predicted_vs_measured.csv")) > 0
     capacity = json.loads((latency / "capacity.json").read_text())
-    assert capacity["objective"] == {"statistic": "p99_ms", "bound_ms": 50.0}
-    assert set(capacity["modes"]) == {"native"}
+    assert capacity["objective"] == {"statistic": "p99_ms", "bound_ms": 50.0} and set(capacity["modes"]) == {"native"}
     for record in capacity["modes"].values():
-        assert set(record["methods"]) == {"none", "srp", "pm", "flake", "nkd"}
+        assert set(record["methods"]) == {"pm", "flake"}
         for method in record["methods"].values():
-            assert {"capacity_qps", "censored", "bracket_qps", "levels_tried"} <= set(method)
-            assert method["capacity_qps"] is None or method["capacity_qps"] == method["bracket_qps"][0]
-        assert {"ratio", "low", "high", "note"} <= set(record["flake_over_pm"])
+            assert method["repeats"] == 2 and len(method["per_repeat"]) == 2 and method["levels"] == [200.0, 800.0]
+    runs = pd.read_csv(latency / "capacity_runs.csv")
+    assert runs.groupby(["method", "qps"])["repeat"].nunique().eq(2).all()
     bound = pd.read_csv(latency / "bound_sweep.csv")
     assert list(bound.columns[:len(lt.BOUND_COLUMNS)]) == lt.BOUND_COLUMNS
-    assert set(bound["point"]) == {"headline", "knee"} and bound["bound_ms"].isna().any()  # eager rows
-    assert set(bound["bound_ms"].dropna()) == {10.0}
+    assert bound["bound_ms"].isna().any() and set(bound["bound_ms"].dropna()) == {10.0}  # eager beside the bound
+    for name in ("admission_sweep", "cap_sweep", "device_settings", "paired"):
+        assert len(pd.read_csv(latency / f"{name}.csv")) > 0, name
     fig6 = pd.read_csv(latency / "fig6.csv")
     assert list(fig6.columns[:len(lt.FIG6_COLUMNS)]) == lt.FIG6_COLUMNS
     assert set(fig6["n_unavailable"]) == {1, 2} and set(fig6["instances"]) == {1, 2}
     assert (fig6["n"] == fig6["n_unavailable"]).all()  # one burst of m simultaneously unavailable queries
     assert (fig6["n_recovered"] <= fig6["n"]).all()
-    for name in ("fig5_latency_cdf", "load_sweep", "bound_sweep", "fig6_unavailable"):
-        assert (latency / f"{name}.png").is_file()
+    for name in ("fig5_latency_cdf", "table1_repeats", "capacity", "bound_sweep", "admission_and_cap",
+                 "fig6_unavailable"):
+        assert (latency / f"{name}.png").is_file(), name
 
 
 def test_rerun_and_second_seed_are_compared_in_report(smoke_results):
