@@ -435,10 +435,13 @@ def _budget_slope(results: Path) -> str:
     if not (folder / "budget_curve.csv").is_file() or not (folder / "budget_curve_pm.csv").is_file():
         return ""
     flake = pd.read_csv(folder / "budget_curve.csv")
-    flake = flake[(flake["method"] == "flake") & (flake["variant"] == "paper")].set_index("epochs")["degraded_top1"]
+    flake = flake[(flake["method"] == "flake") & (flake["variant"] == "paper")]
+    if "encoder" in flake and len(flake):
+        flake = flake[flake["encoder"] == flake["encoder"].iloc[0]]  # the first code, as the budget curve trains
+    flake = flake.groupby("epochs")["degraded_top1"].first()
     pm = pd.read_csv(folder / "budget_curve_pm.csv").groupby("epochs")["degraded_top1"].first()
     gap = (flake - pm).dropna().sort_index()
-    if len(gap) < 2:
+    if len(gap) < 2 or gap.index[-1] == gap.index[-2]:
         return ""
     (e0, g0), (e1, g1) = list(gap.items())[-2:]
     slope = 100 * (g1 - g0) / (e1 - e0)
