@@ -497,14 +497,31 @@ ABLATION_TERMS = {"L_KD": "L_task + L_KD", "L_Inter": "L_task + L_Inter"}
 LEAVE_ONE_OUT = {"L_task": "L_KD + L_Inter", "L_KD": "L_task + L_Inter", "L_Inter": "L_task + L_KD"}
 
 
+#: The parameters two runs must share for their seeds to be repeats of one experiment (E3d).
+RECIPE_KEYS = ("deployed_epochs", "parity_epochs", "distill_epochs", "experiments")
+
+
+def _recipe(folder: Path) -> dict:
+    parameters = (_read(Path(folder) / "provenance.json") or {}).get("parameters") or {}
+    return {key: parameters.get(key) for key in RECIPE_KEYS}
+
+
+def _stale_seeds(results: Path) -> list[str]:
+    """The ``-seedN`` folders beside ``results`` trained with another recipe (left out of E3d)."""
+    recipe = _recipe(results)
+    return [f.name for f in determinism.seed_results_dirs(results)
+            if (f / "accuracy" / "ablation.json").is_file() and _recipe(f) != recipe]
+
+
 def _ablation_seeds(results: Path, design: str = "add") -> dict:
     """``{(experiment, encoder): {term: [(seed, effect), ...]}}`` over ``results`` and its ``-seedN``
     siblings. ``design="add"`` (add-one-in): A_d(L_task + term) − A_d(L_task); ``design="leave"``
     (leave-one-out): A_d(full objective) − A_d(full objective without the term)."""
     found = {}
+    recipe = _recipe(results)
     for folder in [Path(results), *determinism.seed_results_dirs(results)]:
         record = _read(folder / "accuracy" / "ablation.json")
-        if record is None:
+        if record is None or _recipe(folder) != recipe:  # a seed trained with another recipe is not a repeat
             continue
         seed = (_read(folder / "provenance.json") or {}).get("seed", folder.name)
         table = {}
@@ -563,6 +580,9 @@ def e3d_loss_terms(results: Path) -> Verdict:
             effects.append(_effect(f"E3d {term} ({design})", d, None))
     verdict, why = _combine(parts)
     ours = "; ".join(f"{label}: {detail}" for label, _, detail in parts)
+    stale = _stale_seeds(results)
+    if stale:
+        ours += f"; left out (trained with another recipe): {', '.join(stale)}"
     other = add if found is leave else {}
     if other:
         ours += "; add-one-in, shown: " + "; ".join(

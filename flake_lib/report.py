@@ -527,7 +527,13 @@ def determinism_section(results: str | Path, prov: dict) -> list[str]:
     else:
         lines.append("- **Same seed:** no earlier run of this profile was in place when this one "
                      "retrained its models, so there is nothing to compare with yet.")
-    seed_dirs = [d for d in determinism.seed_results_dirs(results) if determinism.accuracy_numbers(d)]
+    stale = set(claims._stale_seeds(results))
+    if stale:
+        lines.append(f"- **Seeds of another recipe:** {', '.join(sorted(stale))} were trained with other epochs or "
+                     "models than this run, so they are no repeats of it: left out here and in E3d (rerun them "
+                     f"with `./run_all.sh --profile {prov.get('profile')} --only 02,03 --seed N`).")
+    seed_dirs = [d for d in determinism.seed_results_dirs(results) if determinism.accuracy_numbers(d)
+                 and d.name not in stale]
     if not seed_dirs:
         lines.append(f"- **Other seeds:** none run (`./run_all.sh --profile {prov.get('profile')} "
                      "--only 02,03 --seed 1` writes one beside this folder).")
