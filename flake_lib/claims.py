@@ -612,15 +612,18 @@ FIG6_BAND = 0.25
 
 
 def headline_rows(results: Path, block: dict | None = None) -> pd.DataFrame | None:
-    """``latency/table1.csv``'s judged block (:data:`JUDGED_BLOCK`, or ``block``): rows with injected
-    faults of that regime, mode and dispatch. A file written before regimes existed (no ``regime``
-    column) gives its injected-fault rows of the native mode, as it was judged then."""
+    """``latency/table1.csv``'s judged block: rows with injected faults that notebook 04 marked
+    ``judged`` (the regime and mode its parameters judge on), or, given ``block`` or for a file without
+    that column, those of :data:`JUDGED_BLOCK`'s regime, mode and dispatch. A file written before regimes
+    existed (no ``regime`` column) gives its injected-fault rows of the native mode, as judged then."""
     path = Path(results) / "latency" / "table1.csv"
     if not path.is_file():
         return None
     table = pd.read_csv(path)
     if "faults" in table:
         table = table[table["faults"] == "injected"]
+    if block is None and "judged" in table:
+        return table[table["judged"].astype(bool)]
     if "regime" not in table:
         return table[table["mode"] == "native"] if "mode" in table else table
     for key, value in (block or JUDGED_BLOCK).items():
