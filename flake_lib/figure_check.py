@@ -8,7 +8,7 @@
   that it cannot be seen (a star for the paper's value on a bar of its own colour);
 - **overlapping titles**: an axes title that overlaps the figure's suptitle or another axes' title.
 
-:func:`flake_lib.results.save_figure` warns (:class:`FigureDefect`) with each one, so that a notebook
+:func:`flake_lib.results.save_figure` warns (:class:`FigureDefectWarning`) with each one, so that a notebook
 shows it and the smoke test, which rejects warnings in executed notebooks, fails on it.
 """
 
@@ -25,7 +25,7 @@ SAME_COLOUR = 0.12
 OVERLAP_PX = 1.0
 
 
-class FigureDefect(UserWarning):
+class FigureDefectWarning(UserWarning):
     """A defect of a saved figure (see :func:`defects`)."""
 
 

@@ -43,10 +43,10 @@ def _atomic_write_text(path: Path, text: str) -> Path:
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> list[Path]:
     """Save a matplotlib figure as ``<path>.png`` and ``<path>.pdf`` (suffix in ``path`` ignored), with a
-    :class:`~flake_lib.figure_check.FigureDefect` warning for each defect :func:`figure_check.defects`
+    :class:`~flake_lib.figure_check.FigureDefectWarning` warning for each defect :func:`figure_check.defects`
     finds (overlapping tick labels or titles, a marker hidden in a bar of its colour)."""
     for defect in figure_check.defects(fig):
-        warnings.warn(f"{Path(path).name}: {defect}", figure_check.FigureDefect, stacklevel=2)
+        warnings.warn(f"{Path(path).name}: {defect}", figure_check.FigureDefectWarning, stacklevel=2)
     base = Path(path).with_suffix("")
     base.parent.mkdir(parents=True, exist_ok=True)
     written = []

@@ -47,7 +47,7 @@ def test_save_figure_warns_on_a_defect(tmp_path):
     fig, ax = plt.subplots(figsize=(4, 3))
     ax.bar([0], [3], color="black")
     ax.scatter([0], [1.5], color="black")
-    with pytest.warns(figure_check.FigureDefect, match="colour of the bar"):
+    with pytest.warns(figure_check.FigureDefectWarning, match="colour of the bar"):
         results.save_figure(fig, tmp_path / "bad")
     plt.close(fig)
     fig, ax = plt.subplots()
