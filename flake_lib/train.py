@@ -29,6 +29,28 @@ from .progress import progress as progress_bar
 from .progress import status as progress_status
 
 
+#: Mixed precision on a GPU: the forward pass and the losses in bfloat16 (no loss scaling needed), the
+#: weights, gradients and optimiser state in float32. On a CPU training stays in float32, so the quick
+#: profile and the tests compute what they always did.
+AMP_DTYPE = torch.bfloat16
+
+
+def autocast(device: torch.device):
+    """``torch.autocast`` in :data:`AMP_DTYPE` on a CUDA device that supports it, a no-op elsewhere."""
+    enabled = device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return torch.autocast(device_type=device.type, dtype=AMP_DTYPE, enabled=enabled)
+
+
+def eta_text(epoch_seconds: list[float], remaining_epochs: float) -> str:
+    """The time left, from the mean of the epochs measured so far: ``"≈ 3.2 min left (41.0 s/epoch)"``."""
+    if not epoch_seconds:
+        return ""
+    per_epoch = sum(epoch_seconds) / len(epoch_seconds)
+    left = per_epoch * max(remaining_epochs, 0)
+    when = f"{left / 60:.1f} min" if left < 5400 else f"{left / 3600:.1f} h"
+    return f"≈ {when} left ({per_epoch:.1f} s/epoch)"
+
+
 @dataclass
 class OptimConfig:
     """Optimiser and schedule. He et al.'s CIFAR recipe: SGD, lr 0.1, momentum 0.9, weight decay 5e-4
@@ -155,7 +177,8 @@ def fit(model: nn.Module, step: Callable, loader: TensorLoader, cfg: OptimConfig
                            mininterval=2)
         for batch in bar:
             batch = tuple(t.to(device) for t in batch)
-            loss = step(model, batch, generator)
+            with autocast(device):
+                loss = step(model, batch, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -168,14 +191,17 @@ def fit(model: nn.Module, step: Callable, loader: TensorLoader, cfg: OptimConfig
             if progress:
                 progress_status(f"{desc} epoch {epoch + 1}/{cfg.epochs} · evaluating", force=True)
             model.eval()
+            t0 = time.perf_counter()
             record.update(evaluate(model))
+            record["eval_seconds"] = time.perf_counter() - t0
         history.append(record)
         _atomic_save({"args": stored_args, "model": model.state_dict(),
                       "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                       "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "history": history}, path)
         if progress:
             shown = {k: round(v, 4) for k, v in record.items() if isinstance(v, float)}
-            log_line(f"{desc} epoch {epoch + 1}/{cfg.epochs}: {shown}")
+            timed = [r["train_seconds"] + r.get("eval_seconds", 0.0) for r in history[start:]]
+            log_line(f"{desc} epoch {epoch + 1}/{cfg.epochs}: {shown} {eta_text(timed, last - epoch - 1)}")
             progress_status(f"{desc} epoch {epoch + 1}/{cfg.epochs} done · "
                             + " ".join(f"{k}={v}" for k, v in shown.items() if k != "lr"), force=True)
     model.eval()
@@ -378,7 +404,9 @@ def fit_lockstep(arms: list[Arm], loader: TensorLoader, *, checkpoint: str | os.
                 opt[arm.name][0].load_state_dict(own)
         state[arm.name]["started"] = True
 
+    epoch_walls = []  # seconds per epoch of this call (training and evaluation), for the time left
     for epoch in range(start, last):
+        epoch_began = time.perf_counter()
         active = [a for a in arms if span[a.name][0] < (epoch + 1) * S and span[a.name][1] > epoch * S]
         loader.set_epoch(epoch)
         generator = torch.Generator().manual_seed(loader.seed * 1_000_003 + epoch)
@@ -409,7 +437,8 @@ def fit_lockstep(arms: list[Arm], loader: TensorLoader, *, checkpoint: str | os.
                 torch.manual_seed(_arm_seed(loader.seed, arm.name, epoch, step))
                 shared.used = set()
                 before, t0 = shared.total_seconds, time.perf_counter()
-                loss = arm.loss(arm.model, shared)
+                with autocast(device):
+                    loss = arm.loss(arm.model, shared)
                 optimizer, scheduler = opt[arm.name]
                 optimizer.zero_grad(set_to_none=True)
                 sums = term_sums[arm.name]
@@ -480,6 +509,10 @@ def fit_lockstep(arms: list[Arm], loader: TensorLoader, *, checkpoint: str | os.
                      "optimizer": opt[a.name][0].state_dict() if state[a.name]["started"] else None,
                      "scheduler": opt[a.name][1].state_dict() if state[a.name]["started"] else None,
                      **state[a.name]} for a in arms}}, path)
+        epoch_walls.append(time.perf_counter() - epoch_began)
+        if progress:
+            log_line(f"{desc} epoch {epoch + 1}/{last} ({len(active)} arms) done "
+                     f"{eta_text(epoch_walls, last - epoch - 1)}")
     histories = {}
     for arm in arms:
         best = state[arm.name]["best"]

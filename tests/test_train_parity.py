@@ -165,3 +165,16 @@ def test_learning_curve_subset_covers_every_class():
     finally:
         experiment.evaluate_parity = original
     assert torch.bincount(seen[0], minlength=4).tolist() == [2, 2, 2, 2]
+
+
+def test_mixed_precision_is_off_on_a_cpu_and_the_time_left_is_stated():
+    import torch
+
+    from flake_lib import train
+
+    with train.autocast(torch.device("cpu")):
+        assert not torch.is_autocast_enabled("cpu")  # the quick profile trains in float32
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    assert train.eta_text([], 3) == ""
+    assert train.eta_text([30.0, 50.0], 3) == "≈ 2.0 min left (40.0 s/epoch)"
+    assert train.eta_text([3600.0], 3).startswith("≈ 3.0 h left")
