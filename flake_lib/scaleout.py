@@ -124,7 +124,8 @@ def validation(modelled: pd.DataFrame, measured: pd.DataFrame, *, calibration_qp
     """One row per ``(load, mode, method)`` measured in the sweep: measured (the median over repeats) and
     modelled median and p99, relative errors, the tolerance ``max(tolerance, spread across repeats)``,
     ``median_within`` and ``p99_within`` (each statistic), ``within_tolerance`` (both), whether the
-    load was the calibration load and whether it is below the knee."""
+    load was the calibration load and whether it is below the knee (a mode whose knee is ``None``, not
+    found because no level met the objective in every repeat, has no load below it)."""
     rows = []
     spreads = {s: spread(measured, s) for s in ("median_ms", "p99_ms")}
     typical = measured.groupby(["mode", "method", "qps"])[["median_ms", "p99_ms"]].median()
@@ -143,7 +144,7 @@ def validation(modelled: pd.DataFrame, measured: pd.DataFrame, *, calibration_qp
                         f"{short}_within": bool(abs(error) <= allowed)})
             ok &= abs(error) <= allowed
         row.update(within_tolerance=bool(ok), calibration=r.qps == calibration_qps.get(r.mode),
-                   below_knee=r.qps < knee_qps.get(r.mode, math.inf))
+                   below_knee=r.qps < knee if (knee := knee_qps.get(r.mode, math.inf)) is not None else False)
         rows.append(row)
     return pd.DataFrame(rows)
 
