@@ -39,7 +39,6 @@ TOLERANCE = 0.03
 #: artifact's and get no paper verdict). A row without a ``variant`` field is the paper's.
 PAPER_VARIANTS = (None, "paper", "paper-literal")
 FULL_TERMS = "L_task + L_KD + L_Inter"
-CLASSES = {"cifar10": 10, "cifar100": 100, "tinyimagenet": 200}
 NOTEBOOKS = {"00": "00-coded-computation-primer", "01": "01-trace-analysis", "02": "02-parity-training",
              "03": "03-distillation", "04": "04-latency-benchmark", "05": "05-accuracy-tables",
              "06": "06-beyond-the-paper"}
@@ -327,11 +326,13 @@ def e2_parity_model(results: Path) -> Verdict:
     if not rows:
         return _not_run(e2_parity_model, "E2", claim, paper_value, "accuracy/pm.json")
     others = {(r.get("experiment"), r.get("encoder")): r for r in _pm_rows(results)}
+    from .data import DATASET_SPECS  # each dataset's classes (imported here: the module loads torch)
+
     parts, ours, effects, differs = [], [], [], []
     for experiment, row in _by_experiment(rows).items():
         n, a_a, a_d = row.get("test_images") or 0, row["available_top1"], row["degraded_top1"]
         gap = stats.proportion_difference(a_a, n, a_d, n)
-        chance = 1 / CLASSES.get(row.get("dataset"), 10)
+        chance = 1 / (DATASET_SPECS[row["dataset"]].classes if row.get("dataset") in DATASET_SPECS else 10)
         a_d_low = stats.proportion_interval(a_d, n)["low"] if n else float("nan")
         side = _side(gap, limit)
         if not a_d_low > 2 * chance:

@@ -15,6 +15,10 @@ Encoders:
   ``k = 4`` puts the four images in a 2×2 grid, each at half height and half width. ``p`` has the
   shape of one query.
 
+Each code is one :class:`Coder` (after ParM's ``Coder``): :class:`AdditionCoder`,
+:class:`ConcatenationCoder` and :class:`WeightedCoder` (the second parity query of ``r = 2``), looked up
+by name in :data:`CODERS`; the functions below find the code there.
+
 The serving frontend works on numpy arrays: :func:`encode_np` is the same encoder in numpy (equal to
 :func:`encode` bit for bit) and :func:`subtract_decode` rebuilds one output of one group.
 """
@@ -26,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 ENCODERS = ("addition", "concatenation")  #: the paper's and ParM's encoders (one parity query)
-PARITY_ENCODERS = ENCODERS + ("weighted",)  #: every encoder a parity model can be trained for
+PARITY_ENCODERS = ENCODERS + ("weighted",)  #: every encoder a parity model can be trained for (:data:`CODERS`)
 
 
 class DecodingError(ValueError):
@@ -81,31 +85,21 @@ def concat_encode(grouped: torch.Tensor) -> torch.Tensor:
 
 
 def encode(grouped: torch.Tensor, encoder: str = "addition") -> torch.Tensor:
-    """Encode coding groups ``(G, k, ...)`` into parity queries with the named encoder."""
-    if encoder == "addition":
-        return add_encode(grouped)
-    if encoder == "concatenation":
-        return concat_encode(grouped)
-    if encoder == "weighted":
-        _check_grouped(grouped)
-        return weighted_encode(grouped, two_parity_weights(grouped.shape[1]))
-    raise ValueError(f"unknown encoder {encoder!r}; known: {', '.join(PARITY_ENCODERS)}")
+    """Encode coding groups ``(G, k, ...)`` into parity queries with the named encoder's :class:`Coder`."""
+    _check_grouped(grouped)
+    return coder(encoder, grouped.shape[1]).encode(grouped)
 
 
 def output_weights(k: int, encoder: str = "addition") -> tuple[float, ...]:
     """The weights ``w_i`` of a parity model's target ``Σ_i w_i F(x_i)``: all 1, except for the
     ``weighted`` code (:func:`two_parity_weights`)."""
-    return two_parity_weights(k) if encoder == "weighted" else (1.0,) * k
+    return coder(encoder, k).weights
 
 
 def parity_target(member_outputs: torch.Tensor, encoder: str = "addition") -> torch.Tensor:
     """What a parity model of ``encoder`` is trained to output: ``Σ_i w_i F(x_i)`` from ``(G, k, C)``
     member outputs (``w_i = 1`` but for the ``weighted`` code)."""
-    if encoder != "weighted":
-        return member_outputs.sum(dim=1)
-    w = torch.tensor(two_parity_weights(member_outputs.shape[1]), dtype=member_outputs.dtype,
-                     device=member_outputs.device)
-    return (member_outputs * w.view(1, -1, 1)).sum(dim=1)
+    return coder(encoder, member_outputs.shape[1]).target(member_outputs)
 
 
 def two_parity_weights(k: int) -> tuple[float, ...]:
@@ -124,10 +118,13 @@ def encode_np(grouped: np.ndarray, encoder: str = "addition") -> np.ndarray:
     order torch's ``avg_pool2d`` adds them, so both encoders equal the torch ones exactly."""
     grouped = np.asarray(grouped)
     _check_grouped(grouped)
-    if encoder == "addition":
-        return grouped.sum(axis=1)
-    if encoder != "concatenation":
+    if encoder not in ENCODERS:
         raise ValueError(f"unknown encoder {encoder!r}; known: {', '.join(ENCODERS)}")
+    return coder(encoder, grouped.shape[1]).encode_np(grouped)
+
+
+def _concat_encode_np(grouped: np.ndarray) -> np.ndarray:
+    """:func:`concat_encode` in numpy, adding in the order torch's ``avg_pool2d`` does (equal bit for bit)."""
     if grouped.ndim != 5:
         raise ValueError(f"concatenation needs images (G, k, C, H, W), got shape {grouped.shape}")
     k, h, w = grouped.shape[1], grouped.shape[3], grouped.shape[4]
@@ -191,11 +188,7 @@ def decode_each(parity_output: torch.Tensor, outputs: torch.Tensor, encoder: str
     ``rec_j = F_p(p) − (Σ_i F(x_i) − F(x_j))``; used to evaluate degraded-mode accuracy. For the
     ``weighted`` code, ``rec_j = (F_p(p_w) − Σ_{i≠j} w_i F(x_i)) / w_j``.
     """
-    if encoder != "weighted":
-        return parity_output.unsqueeze(1) - outputs.sum(dim=1, keepdim=True) + outputs
-    w = torch.tensor(two_parity_weights(outputs.shape[1]), dtype=outputs.dtype, device=outputs.device).view(1, -1, 1)
-    weighted = outputs * w
-    return (parity_output.unsqueeze(1) - weighted.sum(dim=1, keepdim=True) + weighted) / w
+    return coder(encoder, outputs.shape[1]).decode_each(parity_output, outputs)
 
 
 def decode_pairs(parity_sum: torch.Tensor, parity_weighted: torch.Tensor, outputs: torch.Tensor,
@@ -272,3 +265,101 @@ def two_parity_decode(parity_sum, parity_weighted, outputs, unavailable, weights
     outputs[b] = (sw - w[a] * s1) / (w[b] - w[a])
     outputs[a] = s1 - outputs[b]
     return outputs
+
+
+# ----------------------------------------------------------------------------- one class per code
+
+class Coder:
+    """A linear code of ``k`` queries with one parity query (after ParM's ``Coder``): how queries are
+    encoded (:meth:`encode`, :meth:`encode_np`), what the parity model learns (:meth:`target`:
+    ``Σ_i w_i F(x_i)``, with :attr:`weights` ``w``) and how a member is rebuilt (:meth:`decode_each`:
+    ``F(x_j) ≈ (F_p(p) − Σ_{i≠j} w_i F(x_i)) / w_j``). A new code is a subclass registered in
+    :data:`CODERS`; every other function of this module finds it by its name."""
+
+    name = ""
+
+    def __init__(self, k: int):
+        if k < 2:
+            raise ValueError(f"a coding group needs k >= 2 members, got k={k}")
+        self.k = k
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        return (1.0,) * self.k
+
+    def encode(self, grouped: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode_np(self, grouped: np.ndarray) -> np.ndarray:
+        raise ValueError(f"the {self.name} code has no numpy encoder (the serving frontend does not use it)")
+
+    def target(self, member_outputs: torch.Tensor) -> torch.Tensor:
+        w = torch.tensor(self.weights, dtype=member_outputs.dtype, device=member_outputs.device)
+        return (member_outputs * w.view(1, -1, 1)).sum(dim=1)
+
+    def decode_each(self, parity_output: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+        w = torch.tensor(self.weights, dtype=outputs.dtype, device=outputs.device).view(1, -1, 1)
+        weighted = outputs * w
+        return (parity_output.unsqueeze(1) - weighted.sum(dim=1, keepdim=True) + weighted) / w
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(k={self.k})"
+
+
+class AdditionCoder(Coder):
+    """The paper's code: ``p = Σ_i x_i``, target ``Σ_i F(x_i)``, ``F(x_j) ≈ F_p(p) − Σ_{i≠j} F(x_i)``."""
+
+    name = "addition"
+
+    def encode(self, grouped):
+        return add_encode(grouped)
+
+    def encode_np(self, grouped):
+        return np.asarray(grouped).sum(axis=1)
+
+    def target(self, member_outputs):
+        return member_outputs.sum(dim=1)
+
+    def decode_each(self, parity_output, outputs):
+        return parity_output.unsqueeze(1) - outputs.sum(dim=1, keepdim=True) + outputs
+
+
+class ConcatenationCoder(AdditionCoder):
+    """ParM's code: the ``k`` queries downsampled into one image (:func:`concat_encode`); the parity
+    model learns ``Σ_i F(x_i)`` and decodes by subtraction, as the addition code."""
+
+    name = "concatenation"
+
+    def encode(self, grouped):
+        return concat_encode(grouped)
+
+    def encode_np(self, grouped):
+        return _concat_encode_np(np.asarray(grouped))
+
+
+class WeightedCoder(Coder):
+    """The second parity query of ``r = 2``: ``p_w = Σ_i w_i x_i`` with :func:`two_parity_weights`."""
+
+    name = "weighted"
+
+    def __init__(self, k: int):
+        super().__init__(k)
+        self._weights = two_parity_weights(k)
+
+    @property
+    def weights(self):
+        return self._weights
+
+    def encode(self, grouped):
+        return weighted_encode(grouped, self._weights)
+
+
+#: Every code by name: the one table a new code is added to.
+CODERS: dict[str, type[Coder]] = {c.name: c for c in (AdditionCoder, ConcatenationCoder, WeightedCoder)}
+
+
+def coder(encoder: str, k: int) -> Coder:
+    """The :class:`Coder` of ``encoder`` for groups of ``k``."""
+    if encoder not in CODERS:
+        raise ValueError(f"unknown encoder {encoder!r}; known: {', '.join(CODERS)}")
+    return CODERS[encoder](k)

@@ -30,6 +30,7 @@ import io
 import os
 import pickle
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +43,6 @@ from .progress import progress
 
 MIRROR_ENV = "FLAKE_DATA_MIRROR"
 DATA_DIR_ENV = "FLAKE_DATA_DIR"
-DATASETS = ("cifar10", "cifar100", "tinyimagenet", "cifar10-lossless")
 
 #: SHA-256 of the files of the offline mirror (``shared/data/SHA256SUMS``).
 MIRROR_SHA256 = {
@@ -55,13 +55,6 @@ TINYIMAGENET_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
-#: Per-channel mean and standard deviation of the training images, in [0, 1] units.
-NORMALIZATION = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "tinyimagenet": ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)),
-}
-NORMALIZATION["cifar10-lossless"] = NORMALIZATION["cifar10"]
 
 
 class DatasetError(RuntimeError):
@@ -98,7 +91,8 @@ class ImageSplit:
 
     @property
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        return NORMALIZATION[self.dataset]
+        dataset = spec(self.dataset)
+        return dataset.mean, dataset.std
 
     def subset(self, indices: torch.Tensor) -> ImageSplit:
         indices = torch.as_tensor(indices, dtype=torch.long)
@@ -265,71 +259,126 @@ def _missing(name: str, mirror: Path | None, how: str) -> MissingDatasetError:
     return MissingDatasetError(f"dataset {name!r} not found in {default_data_dir()} nor in {where}; {how}")
 
 
-def _load_uncached(name: str, split: str, mirror: Path | None, root: Path, download: bool):
-    """Return (images, labels, classes, source, lossy, extra, cache_tag)."""
-    if name == "cifar10":
-        if (root / "cifar-10-batches-py").is_dir():
-            return (*_cifar_canonical(name, split, root, False), "canonical:cifar-10-batches-py",
-                    False, {}, "canonical")
-        zipped = _mirror_file(mirror, "cifar10-jpeg.zip")
-        if zipped is not None:
-            digest = verify_mirror_file(zipped)
-            images, labels = _read_cifar_jpeg_zip(zipped, split)
-            return (images, labels, list(CIFAR10_CLASSES), "mirror:cifar10-jpeg.zip (JPEG q~75)",
-                    True, {}, "mirror-" + digest[:12])
-        found = _cifar_canonical(name, split, root, download) if download else None
-        if found is None:
-            raise _missing(name, mirror, "torchvision downloads it when the network allows "
-                           "(download=True), or put cifar10-jpeg.zip in the mirror")
-        return (*found, "canonical:cifar-10-batches-py", False, {}, "canonical")
-    if name == "cifar100":
-        found = _cifar_canonical(name, split, root, download)
-        if found is None:
-            raise _missing(name, mirror, "the offline mirror has no CIFAR-100: run once with network "
-                           "access (torchvision downloads cifar-100-python.tar.gz into data/)")
-        return (*found, "canonical:cifar-100-python", False, {}, "canonical")
-    if name == "tinyimagenet":
-        for candidate in (root / "tiny-imagenet-200.zip", root / "tiny-imagenet-200"):
-            if candidate.exists():
-                return (*_read_tinyimagenet(candidate, split), f"canonical:{candidate.name}", False,
-                        {}, "canonical")
-        zipped = _mirror_file(mirror, "tiny-imagenet-200-subset.zip")
-        if zipped is not None:
-            digest = verify_mirror_file(zipped)
-            return (*_read_tinyimagenet(zipped, split),
-                    "mirror:tiny-imagenet-200-subset.zip (100 train images per class)", False, {},
-                    "mirror-" + digest[:12])
-        if download:
-            from torchvision.datasets.utils import download_url
+def _load_cifar10(split: str, mirror: Path | None, root: Path, download: bool):
+    name = "cifar10"
+    if (root / "cifar-10-batches-py").is_dir():
+        return (*_cifar_canonical(name, split, root, False), "canonical:cifar-10-batches-py",
+                False, {}, "canonical")
+    zipped = _mirror_file(mirror, "cifar10-jpeg.zip")
+    if zipped is not None:
+        digest = verify_mirror_file(zipped)
+        images, labels = _read_cifar_jpeg_zip(zipped, split)
+        return (images, labels, list(CIFAR10_CLASSES), "mirror:cifar10-jpeg.zip (JPEG q~75)",
+                True, {}, "mirror-" + digest[:12])
+    found = _cifar_canonical(name, split, root, download) if download else None
+    if found is None:
+        raise _missing(name, mirror, "torchvision downloads it when the network allows "
+                       "(download=True), or put cifar10-jpeg.zip in the mirror")
+    return (*found, "canonical:cifar-10-batches-py", False, {}, "canonical")
 
-            try:
-                download_url(TINYIMAGENET_URL, str(root), md5=TINYIMAGENET_MD5)
-            except Exception as error:  # noqa: BLE001
-                raise _missing(name, mirror, f"downloading {TINYIMAGENET_URL} failed "
-                               f"({type(error).__name__}: {error})") from error
-            return _load_uncached(name, split, mirror, root, False)
-        raise _missing(name, mirror, f"download {TINYIMAGENET_URL} into {root}, or put "
-                       "tiny-imagenet-200-subset.zip in the mirror")
-    if name == "cifar10-lossless":
-        if split != "test":
-            raise ValueError("cifar10-lossless has only a 'test' split (canonical test images 0..999)")
-        npz = _mirror_file(mirror, "cifar10-test-lossless-0-999.npz")
-        if (root / "cifar-10-batches-py").is_dir() or npz is None:
-            found = _cifar_canonical("cifar10", "test", root, download)
-            if found is None:
-                raise _missing(name, mirror, "put cifar10-test-lossless-0-999.npz in the mirror or "
-                               "download canonical CIFAR-10")
-            images, labels = found[0][:1000], found[1][:1000]
-            source, tag = "canonical:cifar-10-batches-py/test_batch[0:1000]", "canonical"
-        else:
-            digest = verify_mirror_file(npz)
-            with np.load(npz) as arrays:
-                images = torch.from_numpy(arrays["images"]).permute(0, 3, 1, 2).contiguous()
-                labels = torch.from_numpy(arrays["labels"]).long()
-            source, tag = "mirror:cifar10-test-lossless-0-999.npz", "mirror-" + digest[:12]
-        return (images, labels, list(CIFAR10_CLASSES), source, False,
-                {"jpeg_test_index": jpeg_test_index(labels)}, tag)
-    raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+
+def _load_cifar100(split: str, mirror: Path | None, root: Path, download: bool):
+    found = _cifar_canonical("cifar100", split, root, download)
+    if found is None:
+        raise _missing("cifar100", mirror, "the offline mirror has no CIFAR-100: run once with network "
+                       "access (torchvision downloads cifar-100-python.tar.gz into data/)")
+    return (*found, "canonical:cifar-100-python", False, {}, "canonical")
+
+
+def _load_tinyimagenet(split: str, mirror: Path | None, root: Path, download: bool):
+    name = "tinyimagenet"
+    for candidate in (root / "tiny-imagenet-200.zip", root / "tiny-imagenet-200"):
+        if candidate.exists():
+            return (*_read_tinyimagenet(candidate, split), f"canonical:{candidate.name}", False,
+                    {}, "canonical")
+    zipped = _mirror_file(mirror, "tiny-imagenet-200-subset.zip")
+    if zipped is not None:
+        digest = verify_mirror_file(zipped)
+        return (*_read_tinyimagenet(zipped, split),
+                "mirror:tiny-imagenet-200-subset.zip (100 train images per class)", False, {},
+                "mirror-" + digest[:12])
+    if download:
+        from torchvision.datasets.utils import download_url
+
+        try:
+            download_url(TINYIMAGENET_URL, str(root), md5=TINYIMAGENET_MD5)
+        except Exception as error:  # noqa: BLE001
+            raise _missing(name, mirror, f"downloading {TINYIMAGENET_URL} failed "
+                           f"({type(error).__name__}: {error})") from error
+        return _load_tinyimagenet(split, mirror, root, False)
+    raise _missing(name, mirror, f"download {TINYIMAGENET_URL} into {root}, or put "
+                   "tiny-imagenet-200-subset.zip in the mirror")
+
+
+def _load_cifar10_lossless(split: str, mirror: Path | None, root: Path, download: bool):
+    name = "cifar10-lossless"
+    if split != "test":
+        raise ValueError("cifar10-lossless has only a 'test' split (canonical test images 0..999)")
+    npz = _mirror_file(mirror, "cifar10-test-lossless-0-999.npz")
+    if (root / "cifar-10-batches-py").is_dir() or npz is None:
+        found = _cifar_canonical("cifar10", "test", root, download)
+        if found is None:
+            raise _missing(name, mirror, "put cifar10-test-lossless-0-999.npz in the mirror or "
+                           "download canonical CIFAR-10")
+        images, labels = found[0][:1000], found[1][:1000]
+        source, tag = "canonical:cifar-10-batches-py/test_batch[0:1000]", "canonical"
+    else:
+        digest = verify_mirror_file(npz)
+        with np.load(npz) as arrays:
+            images = torch.from_numpy(arrays["images"]).permute(0, 3, 1, 2).contiguous()
+            labels = torch.from_numpy(arrays["labels"]).long()
+        source, tag = "mirror:cifar10-test-lossless-0-999.npz", "mirror-" + digest[:12]
+    return (images, labels, list(CIFAR10_CLASSES), source, False,
+            {"jpeg_test_index": jpeg_test_index(labels)}, tag)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset, everything the rest of Flake reads about it: ``classes``, ``image_shape``
+    ``(C, H, W)``, the per-channel ``mean`` and ``std`` of its training images (in [0, 1] units), its
+    ``splits``, the ``canonical`` paths under ``data/`` tried first, the offline ``mirror_file`` (or
+    None) and the ``loader(split, mirror, root, download)`` that reads it, returning ``(images, labels,
+    classes, source, lossy, extra, cache_tag)``. A new dataset is one spec in :data:`DATASET_SPECS`."""
+
+    name: str
+    classes: int
+    image_shape: tuple[int, int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    splits: tuple[str, ...]
+    canonical: tuple[str, ...]
+    mirror_file: str | None
+    loader: Callable = field(repr=False, compare=False)
+
+
+_CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+#: Every dataset by name: the one table a new dataset is added to.
+DATASET_SPECS: dict[str, DatasetSpec] = {s.name: s for s in (
+    DatasetSpec("cifar10", 10, (3, 32, 32), *_CIFAR10_STATS, ("train", "test"), ("cifar-10-batches-py",),
+                "cifar10-jpeg.zip", _load_cifar10),
+    DatasetSpec("cifar100", 100, (3, 32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+                ("train", "test"), ("cifar-100-python",), None, _load_cifar100),
+    DatasetSpec("tinyimagenet", 200, (3, 64, 64), (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821),
+                ("train", "val"), ("tiny-imagenet-200.zip", "tiny-imagenet-200"), "tiny-imagenet-200-subset.zip",
+                _load_tinyimagenet),
+    DatasetSpec("cifar10-lossless", 10, (3, 32, 32), *_CIFAR10_STATS, ("test",), ("cifar-10-batches-py",),
+                "cifar10-test-lossless-0-999.npz", _load_cifar10_lossless),
+)}
+DATASETS = tuple(DATASET_SPECS)
+#: Per-channel mean and standard deviation of the training images, in [0, 1] units (from the specs).
+NORMALIZATION = {name: (s.mean, s.std) for name, s in DATASET_SPECS.items()}
+
+
+def spec(name: str) -> DatasetSpec:
+    """The :class:`DatasetSpec` of ``name``."""
+    if name not in DATASET_SPECS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASET_SPECS)}")
+    return DATASET_SPECS[name]
+
+
+def _load_uncached(name: str, split: str, mirror: Path | None, root: Path, download: bool):
+    """Return (images, labels, classes, source, lossy, extra, cache_tag) from the dataset's loader."""
+    return spec(name).loader(split, mirror, root, download)
 
 
 def jpeg_test_index(labels: torch.Tensor, per_class: int = 1000) -> torch.Tensor:
@@ -354,8 +403,7 @@ def load(name: str, split: str = "train", *, mirror: str | os.PathLike | None = 
     ``n`` draws a seeded class-balanced subset (see :func:`class_balanced_subset`).
     ``split`` is ``train`` or ``test`` (``val`` is accepted for Tiny-ImageNet, and means ``test``).
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    dataset = spec(name)
     split = {"val": "test"}.get(split, split)
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; use 'train' or 'test'")
@@ -363,8 +411,8 @@ def load(name: str, split: str = "train", *, mirror: str | os.PathLike | None = 
     mirror_path = resolve_mirror(mirror)
     cached = _find_cache(root, name, split, mirror_path)
     if cached is None:
-        loaded = _load_uncached(name, split if name != "tinyimagenet" else
-                                {"test": "val"}.get(split, split), mirror_path, root, download)
+        own = "val" if split == "test" and "test" not in dataset.splits else split  # the dataset's own word
+        loaded = _load_uncached(name, own, mirror_path, root, download)
         images, labels, classes, source, lossy, extra, tag = loaded
         cached = {"images": images, "labels": labels, "classes": classes, "source": source,
                   "lossy": lossy, "extra": extra}
@@ -376,19 +424,13 @@ def load(name: str, split: str = "train", *, mirror: str | os.PathLike | None = 
     return data
 
 
-_MIRROR_FILE = {"cifar10": "cifar10-jpeg.zip", "tinyimagenet": "tiny-imagenet-200-subset.zip",
-                "cifar10-lossless": "cifar10-test-lossless-0-999.npz"}
-_CANONICAL = {"cifar10": ["cifar-10-batches-py"], "cifar100": ["cifar-100-python"],
-              "tinyimagenet": ["tiny-imagenet-200.zip", "tiny-imagenet-200"],
-              "cifar10-lossless": ["cifar-10-batches-py"]}
-
-
 def _source_tag(root: Path, name: str, mirror: Path | None) -> str | None:
     """Cache tag of the source :func:`_load_uncached` will pick (None: it would download)."""
-    if any((root / p).exists() for p in _CANONICAL[name]):
+    dataset = spec(name)
+    if any((root / p).exists() for p in dataset.canonical):
         return "canonical"
-    if name in _MIRROR_FILE and _mirror_file(mirror, _MIRROR_FILE[name]) is not None:
-        return "mirror-" + MIRROR_SHA256[_MIRROR_FILE[name]][:12]
+    if dataset.mirror_file and _mirror_file(mirror, dataset.mirror_file) is not None:
+        return "mirror-" + MIRROR_SHA256[dataset.mirror_file][:12]
     return None
 
 

@@ -463,7 +463,7 @@ def build_flake_student(exp: Experiment, num_classes: int, student: str = "skip"
         if width is not None:
             return models._scaled_model(exp.deployed_arch, num_classes, width, True)
         thin = models.thin_student(exp.deployed_arch, num_classes, width=exp.width,
-                                   input_shape=(1, *IMAGE_SHAPES[exp.dataset]))[0]
+                                   input_shape=(1, *data.spec(exp.dataset).image_shape))[0]
         if copy_weights:  # the teacher's most important channels (a pruned copy of the teacher)
             if not isinstance(teacher, models.CifarResNet):
                 raise ValueError(f"a thin student of {exp.deployed_arch} cannot start from its teacher's "
@@ -471,9 +471,6 @@ def build_flake_student(exp: Experiment, num_classes: int, student: str = "skip"
             models.slice_thin(teacher, thin)
         return thin
     raise ValueError(f"unknown student {student!r}; use skip or thin")
-
-
-IMAGE_SHAPES = {"cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "tinyimagenet": (3, 64, 64)}
 
 
 def flake_arm(exp: Experiment, teacher: nn.Module, variant: FlakeVariant, cfg: train.OptimConfig, *,

@@ -100,3 +100,14 @@ def test_subtract_decode_by_hand_and_against_decode():
     available[:, 1] = False
     via_decode = coding.decode(parity, outputs, available)[:, 1]
     torch.testing.assert_close(coding.subtract_decode(parity, [outputs[:, 0], outputs[:, 2]]), via_decode)
+
+
+@pytest.mark.parametrize("encoder", list(coding.CODERS))
+def test_every_coder_rebuilds_each_member_of_a_linear_model(encoder):
+    """With F linear and F_p = F, each code's decoder returns every member exactly (up to rounding)."""
+    k = 4
+    code = coding.coder(encoder, k)
+    outputs = torch.randn(3, k, 10, dtype=torch.float64)
+    rebuilt = code.decode_each(code.target(outputs), outputs)
+    assert torch.allclose(rebuilt, outputs)
+    assert set(coding.PARITY_ENCODERS) == set(coding.CODERS) and code.name == encoder

@@ -160,3 +160,20 @@ def test_mirror_cifar10_and_lossless_split_agree(mirror):
     assert error < 0.05  # same pictures, JPEG noise only (~6/255)
     small = data.load("cifar10", "test", mirror=mirror, n=100, seed=1)
     assert torch.bincount(small.labels).tolist() == [10] * 10
+
+
+def test_every_dataset_is_one_spec_and_a_new_one_is_one_entry(tmp_path, monkeypatch):
+    for name, dataset in data.DATASET_SPECS.items():
+        assert dataset.name == name and len(dataset.mean) == len(dataset.std) == dataset.image_shape[0]
+        assert dataset.mirror_file is None or dataset.mirror_file in data.MIRROR_SHA256
+    with pytest.raises(ValueError, match="unknown dataset"):
+        data.spec("mnist")
+
+    def toy_loader(split, mirror, root, download):
+        images = torch.full((6, 1, 4, 4), 7 if split == "train" else 9, dtype=torch.uint8)
+        return images, torch.arange(6) % 3, ["a", "b", "c"], "generated", False, {}, "toy"
+
+    toy = data.DatasetSpec("toy", 3, (1, 4, 4), (0.5,), (0.25,), ("train", "test"), (), None, toy_loader)
+    monkeypatch.setitem(data.DATASET_SPECS, "toy", toy)
+    split = data.load("toy", "test", data_dir=tmp_path)
+    assert split.num_classes == 3 and split.normalization == ((0.5,), (0.25,)) and int(split.images[0, 0, 0, 0]) == 9

@@ -7,9 +7,7 @@ import torch
 import yaml
 from conftest import REPO_ROOT
 
-from flake_lib import experiment, train
-
-SIZES = {"cifar10": (10, 32), "cifar100": (100, 32), "tinyimagenet": (200, 64)}
+from flake_lib import data, experiment, train
 
 
 def _plans(params, exp, classes, deployed, teachers):
@@ -47,7 +45,8 @@ def test_paper_profile_recipe():
 def test_every_paper_profile_arm_takes_one_step(name, tmp_path):
     params = yaml.safe_load((REPO_ROOT / "params" / "paper.yaml").read_text())
     exp = experiment.Experiment.from_spec(name, params["experiments"][name], tmp_path)
-    classes, size = SIZES[exp.dataset]
+    dataset = data.spec(exp.dataset)  # the paper's shapes: classes and image size from the registry
+    classes, shape = dataset.classes, dataset.image_shape
     torch.manual_seed(0)
     deployed = exp.build_deployed(classes).eval()
     # untrained teachers stand in for the PM models of notebook 02 (same architecture)
@@ -57,7 +56,7 @@ def test_every_paper_profile_arm_takes_one_step(name, tmp_path):
     assert ("pm", "parm", None) in kinds and ("pm", "main", None) in kinds  # both PM recipes
     assert {("flake", None, "paper"), ("flake-ablation", None, "paper"), ("nkd", None, "nkd")} <= kinds
     images = 2 * k
-    batch = (torch.randn(images, 3, size, size), torch.randint(0, classes, (images,)), torch.arange(images))
+    batch = (torch.randn(images, *shape), torch.randint(0, classes, (images,)), torch.arange(images))
     producers = experiment.shared_producers(deployed, teachers, k, clean_outputs=torch.randn(images, classes))
     shared = train.SharedBatch(batch, None, producers)
     stepped = []
