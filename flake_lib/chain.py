@@ -78,6 +78,34 @@ def declared_parameters(notebook: Path) -> dict:
     return papermill.inspect_notebook(str(notebook))
 
 
+def notebook_defaults(notebooks: list[Path]) -> tuple[dict, dict]:
+    """Every parameter's default, written once, in the ``parameters`` cell of the notebooks that declare
+    it: ``(defaults, differing)``, where ``differing`` maps a parameter whose notebooks give it different
+    defaults to ``{notebook: default}`` (each notebook keeps its own) and ``defaults`` holds the rest."""
+    import ast
+
+    found: dict[str, dict[str, object]] = {}
+    for nb in notebooks:
+        for name, parameter in declared_parameters(nb).items():
+            found.setdefault(name, {})[nb.stem] = ast.literal_eval(parameter["default"])
+    defaults, differing = {}, {}
+    for name, by_notebook in found.items():
+        values = list(by_notebook.values())
+        if all(v == values[0] for v in values):
+            defaults[name] = values[0]
+        else:
+            differing[name] = by_notebook
+    return defaults, differing
+
+
+def resolved_profile(profile: str, overrides: dict | None = None) -> dict:
+    """A profile as its notebooks run it: the notebooks' defaults (:func:`notebook_defaults`) with
+    ``params/<profile>.yaml``'s overrides on top; a parameter whose notebooks differ appears only when
+    the profile overrides it."""
+    defaults, _ = notebook_defaults(all_notebooks())
+    return {**defaults, **(load_profile(profile) if overrides is None else overrides)}
+
+
 def check_parameters(params: dict, profile: str, notebooks: list[Path]) -> None:
     """Every key of the profile must be declared by at least one notebook of the project."""
     declared = set(CHAIN_PARAMETERS)
@@ -144,8 +172,9 @@ def run_chain(profile: str = "quick", only: str | None = None, mirror: str | Non
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    params = load_profile(profile)
-    check_parameters(params, profile, all_notebooks())
+    overrides = load_profile(profile)  # only what differs from the notebooks' defaults
+    check_parameters(overrides, profile, all_notebooks())
+    params = resolved_profile(profile, overrides)
     notebooks = select_notebooks(only)
     if not notebooks:
         raise ChainError(f"no notebooks found in {NOTEBOOKS_DIR}")
@@ -160,7 +189,7 @@ def run_chain(profile: str = "quick", only: str | None = None, mirror: str | Non
                                                          if p and p != root])
     folder = profile
     if seed is not None and seed != params.get("seed"):
-        params["seed"], folder = seed, f"{profile}-seed{seed}"
+        params["seed"], overrides["seed"], folder = seed, seed, f"{profile}-seed{seed}"
         if results_root is not None:  # beside the given folder, where REPORT.md looks for it
             results_root = Path(results_root).parent / f"{Path(results_root).name}-seed{seed}"
     out = results.results_dir(folder, results_root)
@@ -170,7 +199,10 @@ def run_chain(profile: str = "quick", only: str | None = None, mirror: str | Non
                     "results_dir": os.path.relpath(out, NOTEBOOKS_DIR)}
     retrains = any(nb.name[:2] in RETRAINING_NOTEBOOKS for nb in notebooks)
     previous = determinism.snapshot(out) if retrains else None
+    _, differing = notebook_defaults(all_notebooks())
     results.write_provenance(out, profile=profile, seed=params.get("seed"), parameters=params,
+                             profile_overrides=overrides,
+                             notebook_defaults={k: v for k, v in differing.items() if k not in overrides},
                             data_source={"mirror": _shown_path(given_mirror)
                                          if mirror_path else None})
     prov = results.read_metrics(out / "provenance.json")
@@ -183,7 +215,8 @@ def run_chain(profile: str = "quick", only: str | None = None, mirror: str | Non
     kernel, executed = _kernel_name(), []
     for i, notebook in enumerate(notebooks, 1):
         declared = declared_parameters(notebook)
-        values = {k: v for k, v in {**params, **chain_values}.items() if k in declared}
+        # the profile's overrides (the notebook's own defaults do the rest) and the chain's values
+        values = {k: v for k, v in {**overrides, **chain_values}.items() if k in declared}
         target = executed_dir / notebook.name
         log = executed_dir / f"{notebook.stem}.log"  # training logs go here, not into the executed cells
         log.unlink(missing_ok=True)

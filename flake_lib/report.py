@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from . import claims, determinism, methods, paper, stats
 
@@ -238,8 +237,13 @@ def header(prov: dict) -> list[str]:
 # ----------------------------------------------------------------------------- deviations
 
 def _paper_profile() -> dict:
-    path = REPO_ROOT / "params" / "paper.yaml"
-    return yaml.safe_load(path.read_text()) if path.is_file() else {}
+    """The paper profile as its notebooks would run it (their defaults with its overrides)."""
+    from .chain import ChainError, resolved_profile  # the chain writes reports: imported when needed
+
+    try:
+        return resolved_profile("paper")
+    except ChainError:
+        return {}
 
 
 def deviations(prov: dict, results: Path) -> list[str]:

@@ -207,12 +207,13 @@ def package_versions(names=PACKAGES) -> dict:
 
 def write_provenance(out_dir: str | os.PathLike, *, profile: str, seed: int | None = None,
                      parameters: dict | None = None, data_source: dict | None = None,
-                     section: str | None = None) -> Path:
+                     section: str | None = None, **chain_records) -> Path:
     """Create or update ``<out_dir>/provenance.json`` (docs/DESIGN.md §6).
 
     The top level holds ``git_commit``, ``git_dirty``, ``profile``, ``packages``, ``devices``,
     ``cpu``, ``seed`` and ``data_source``; with ``section`` (a notebook name), that notebook's
-    parameters and data sources are recorded under ``notebooks[section]`` as well.
+    parameters and data sources are recorded under ``notebooks[section]`` as well. Further keyword
+    arguments (the chain's ``profile_overrides``, ``notebook_defaults``) are stored at the top level.
     """
     path = Path(out_dir) / "provenance.json"
     record = json.loads(path.read_text()) if path.is_file() else {}
@@ -241,4 +242,5 @@ def write_provenance(out_dir: str | os.PathLike, *, profile: str, seed: int | No
             "git_commit": record["git_commit"], "finished_utc": record["updated_utc"]}
     elif parameters is not None:
         record["parameters"] = parameters
+    record.update(chain_records)
     return write_metrics(record, path)

@@ -106,14 +106,17 @@ def test_failing_notebook_stops_the_chain(tmp_path, monkeypatch):
     assert (tmp_path / "r" / "REPORT.md").read_text().count(chain.STALE_MARK) == 1
 
 
-def test_notebook_defaults_are_the_quick_profile():
-    """Run top to bottom in JupyterLab, a notebook does what ./run_all.sh does by default."""
-    quick = chain.load_profile("quick")
-    for nb in chain.all_notebooks():
-        for name, parameter in chain.declared_parameters(nb).items():
-            if name in quick:
-                default = ast.literal_eval(parameter["default"])
-                assert default == quick[name], f"{nb.name}: {name} defaults to {default!r}, quick has {quick[name]!r}"
+def test_profiles_hold_only_what_differs_from_the_notebooks_defaults():
+    """Every default is written once, in its notebook's parameters cell; run top to bottom in JupyterLab a
+    notebook does what ./run_all.sh does by default (quick overrides nothing), and a profile holds only
+    what differs."""
+    defaults, differing = chain.notebook_defaults(chain.all_notebooks())
+    assert chain.load_profile("quick") == {} and chain.resolved_profile("quick") == defaults
+    for profile in chain.available_profiles():
+        for name, value in chain.load_profile(profile).items():
+            assert name in differing or defaults.get(name) != value, \
+                f"params/{profile}.yaml: {name} repeats the notebooks' default {value!r}"
+    assert chain.resolved_profile("paper")["parity_batch_groups"] == defaults["parity_batch_groups"]
 
 
 def test_kernels_import_the_checkout_that_runs_them(tmp_path, monkeypatch):

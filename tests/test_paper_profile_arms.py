@@ -4,10 +4,8 @@ import gc
 
 import pytest
 import torch
-import yaml
-from conftest import REPO_ROOT
 
-from flake_lib import data, experiment, train
+from flake_lib import chain, data, experiment, train
 
 
 def _plans(params, exp, classes, deployed, teachers):
@@ -35,15 +33,15 @@ def _plans(params, exp, classes, deployed, teachers):
 
 
 def test_paper_profile_recipe():
-    params = yaml.safe_load((REPO_ROOT / "params" / "paper.yaml").read_text())
+    params = chain.resolved_profile("paper")
     assert params["parity_init"] == "deployed" and params["parm_recipe"] and params["parm_lr"] == 0.001
     assert params["parity_batch_groups"] == 64 and params["student_init"] == "teacher"
     assert set(params["flake_encoders"]) == {"addition", "concatenation"}
 
 
-@pytest.mark.parametrize("name", list(yaml.safe_load((REPO_ROOT / "params" / "paper.yaml").read_text())["experiments"]))
+@pytest.mark.parametrize("name", list(chain.resolved_profile("paper")["experiments"]))
 def test_every_paper_profile_arm_takes_one_step(name, tmp_path):
-    params = yaml.safe_load((REPO_ROOT / "params" / "paper.yaml").read_text())
+    params = chain.resolved_profile("paper")
     exp = experiment.Experiment.from_spec(name, params["experiments"][name], tmp_path)
     dataset = data.spec(exp.dataset)  # the paper's shapes: classes and image size from the registry
     classes, shape = dataset.classes, dataset.image_shape

@@ -7,13 +7,11 @@ arms at paper shapes: ``test_paper_profile_arms.py``.)"""
 import numpy as np
 import pytest
 import torch
-import yaml
-from conftest import REPO_ROOT
 
-from flake_lib import coding, data, experiment, models, runtime
+from flake_lib import chain, coding, data, experiment, models, runtime
 from flake_lib import latency as lt
 
-PARAMS = yaml.safe_load((REPO_ROOT / "params" / "paper.yaml").read_text())
+PARAMS = chain.resolved_profile("paper")
 
 
 @pytest.fixture(scope="module")

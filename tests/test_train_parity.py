@@ -2,8 +2,6 @@
 
 import pytest
 import torch
-import yaml
-from conftest import REPO_ROOT
 from torch import nn
 
 from flake_lib import coding, data, experiment, metrics, models, parity, train
@@ -113,13 +111,13 @@ def test_schedules():
 
 def test_paper_profile_trains_one_step_on_cpu():
     """Every experiment of the paper profile builds F and a parity model and takes one SGD step."""
-    params = yaml.safe_load((REPO_ROOT / "params" / "paper.yaml").read_text())
-    sizes = {"cifar10": (10, 32), "cifar100": (100, 32), "tinyimagenet": (200, 64)}
+    params = chain.resolved_profile("paper")
     for name, spec in params["experiments"].items():
         exp = experiment.Experiment.from_spec(name, spec, "unused")
-        classes, size = sizes[exp.dataset]
+        dataset = data.spec(exp.dataset)
+        classes = dataset.classes
         deployed = exp.build_deployed(classes)
-        x, y = torch.randn(2, 3, size, size), torch.randint(0, classes, (2,))
+        x, y = torch.randn(2, *dataset.image_shape), torch.randint(0, classes, (2,))
         optimizer, _ = train.make_optimizer(deployed, train.OptimConfig(), 1)
         loss = train.classification_step(deployed, (x, y))
         loss.backward()
