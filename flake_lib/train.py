@@ -28,7 +28,6 @@ from .progress import log_line
 from .progress import progress as progress_bar
 from .progress import status as progress_status
 
-
 #: Mixed precision on a GPU: the forward pass and the losses in bfloat16 (no loss scaling needed), the
 #: weights, gradients and optimiser state in float32. On a CPU training stays in float32, so the quick
 #: profile and the tests compute what they always did.

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from flake_lib import coding, data, experiment, metrics, models, parity, train
+from flake_lib import chain, coding, data, experiment, metrics, models, parity, train
 
 
 def _toy_split(n=64, size=8, classes=4, seed=0):
