@@ -163,8 +163,11 @@ def incomplete_run(out: Path, failed: Path, not_run: list[Path]) -> str:
 
 def run_chain(profile: str = "quick", only: str | None = None, mirror: str | None = None,
               results_root: str | os.PathLike | None = None, progress: bool = True,
-              seed: int | None = None) -> list[Path]:
+              seed: int | None = None, cell_timeout_s: float | None = None) -> list[Path]:
     """Execute the selected notebooks in order; return the paths of the executed copies.
+
+    ``cell_timeout_s`` bounds every cell (None: no bound): a cell that runs longer stops the chain with
+    an error that names the notebook and the cell, instead of letting a hang run on unseen.
 
     ``seed`` replaces the profile's seed; when it differs from it, results go to
     ``results/<profile>-seed<seed>/`` so that the profile's own results stay as they are.
@@ -172,7 +175,14 @@ def run_chain(profile: str = "quick", only: str | None = None, mirror: str | Non
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    from .serving import pinning
+
     overrides = load_profile(profile)  # only what differs from the notebooks' defaults
+    cpus, quota = pinning.current(), pinning.cpu_quota()
+    if pinning.fit_to_quota(quota) != cpus:  # the kernels inherit the CPU set
+        print(f"CPU quota of {quota:g} CPUs on {len(cpus)} CPUs: the notebooks run on CPUs "
+              f"{pinning.current()}", flush=True)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a local Ray reports nothing to anyone
     check_parameters(overrides, profile, all_notebooks())
     params = resolved_profile(profile, overrides)
     notebooks = select_notebooks(only)
@@ -228,10 +238,14 @@ def run_chain(profile: str = "quick", only: str | None = None, mirror: str | Non
             with watch_notebook(f"[{i}/{len(notebooks)}] {notebook.stem}", enabled=progress):
                 papermill.execute_notebook(str(notebook), str(target), parameters=values,
                                            kernel_name=kernel, cwd=str(NOTEBOOKS_DIR), log_output=False,
-                                           **papermill_options())
+                                           execution_timeout=cell_timeout_s, **papermill_options())
         except PapermillExecutionError as error:
             raise ChainError(f"{notebook.name} failed in cell [{error.exec_count}]: "
                              f"{error.ename}: {error.evalue}\n  executed copy: {target}\n"
+                             + incomplete_run(out, notebook, notebooks[i:])) from None
+        except TimeoutError as error:  # nbclient's CellTimeoutError: the message quotes the cell
+            raise ChainError(f"{notebook.name}: a cell ran past {cell_timeout_s:g} s (--cell-timeout)\n"
+                             f"  {str(error).strip()}\n  executed copy so far: {target}\n"
                              + incomplete_run(out, notebook, notebooks[i:])) from None
         except KeyboardInterrupt:
             print("\ninterrupted\n" + incomplete_run(out, notebook, notebooks[i:]), file=sys.stderr, flush=True)
@@ -271,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"local data mirror laid out like shared/data (default: ${data.MIRROR_ENV})")
     parser.add_argument("--seed", type=int, metavar="N",
                         help="replace the profile's seed; results then go to results/<profile>-seedN/")
+    parser.add_argument("--cell-timeout", type=float, metavar="S",
+                        help="stop the chain with an error when one cell runs longer than S seconds "
+                             "(default: no limit)")
     parser.add_argument("--no-progress", action="store_true",
                         help="hide the status line of the running notebook (model, epoch, ETA, loss)")
     args = parser.parse_args(argv)
@@ -279,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         start = time.perf_counter()
         executed = run_chain(args.profile, args.only, args.mirror, progress=not args.no_progress,
-                             seed=args.seed)
+                             seed=args.seed, cell_timeout_s=args.cell_timeout)
     except (ChainError, data.DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

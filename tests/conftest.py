@@ -3,6 +3,13 @@ from pathlib import Path
 
 import pytest
 
+from flake_lib.serving import pinning
+
+# a container with a CPU quota below its CPU set (2 CPUs' worth on a large host) runs the tests, and the
+# processes they start, on as many CPUs as it pays for (thread pools size themselves from the CPU set)
+pinning.fit_to_quota()
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -106,6 +106,29 @@ def test_failing_notebook_stops_the_chain(tmp_path, monkeypatch):
     assert (tmp_path / "r" / "REPORT.md").read_text().count(chain.STALE_MARK) == 1
 
 
+def test_a_cell_past_the_timeout_stops_the_chain_and_names_the_cell(tmp_path, monkeypatch):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    for name, source in [("00-hangs", "import time\ntime.sleep(60)  # a hang"), ("01-never", "")]:
+        nb = new_notebook(cells=[new_code_cell("profile = 'smoke'  # profile"), new_code_cell(source)])
+        nb.cells[0].metadata["tags"] = ["parameters"]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, notebooks / f"{name}.ipynb")
+    params = tmp_path / "params"
+    params.mkdir()
+    (params / "smoke.yaml").write_text("{}\n")
+    monkeypatch.setattr(chain, "NOTEBOOKS_DIR", notebooks)
+    monkeypatch.setattr(chain, "PARAMS_DIR", params)
+    with pytest.raises(chain.ChainError) as failure:
+        chain.run_chain("smoke", results_root=tmp_path / "r", progress=False, cell_timeout_s=3)
+    message = str(failure.value)
+    assert "00-hangs.ipynb: a cell ran past 3 s" in message and "time.sleep(60)" in message
+    assert "not run: 01-never" in message
+
+
 def test_profiles_hold_only_what_differs_from_the_notebooks_defaults():
     """Every default is written once, in its notebook's parameters cell; run top to bottom in JupyterLab a
     notebook does what ./run_all.sh does by default (quick overrides nothing), and a profile holds only

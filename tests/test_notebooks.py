@@ -7,11 +7,16 @@ import pytest
 
 from flake_lib import chain
 
+SMOKE_CELL_TIMEOUT_S = 900
+
 
 @pytest.fixture(scope="module")
 def smoke_results(mirror, tmp_path_factory):
     out = tmp_path_factory.mktemp("results") / "smoke"
-    executed = chain.run_chain("smoke", mirror=str(mirror), results_root=out, progress=False)
+    # no smoke cell takes more than ~2 min on a 2-core machine: a cell past 15 min is a hang, and the
+    # chain's error then names the notebook and the cell instead of CI's time limit passing unexplained
+    executed = chain.run_chain("smoke", mirror=str(mirror), results_root=out, progress=False,
+                               cell_timeout_s=SMOKE_CELL_TIMEOUT_S)
     return out, executed
 
 

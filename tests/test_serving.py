@@ -455,3 +455,19 @@ def test_approxifer_survives_a_killed_instance(fresh, linear_ir):
     assert [w for w, _ in stats["deaths"]] == ["F1"]
     after = [r for r in records if r["intended_s"] > stats["deaths"][0][1] + 0.01]
     assert after and all(r["outcome"] == "reconstructed" for r in after)  # F0 and R0 still decode every group
+
+
+def test_a_cpu_quota_below_the_cpu_set_pins_to_as_many_cpus(tmp_path):
+    from flake_lib.serving import pinning
+
+    (tmp_path / "cpu.max").write_text("200000 100000\n")
+    assert pinning.cpu_quota(tmp_path) == 2.0
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert pinning.cpu_quota(tmp_path) is None
+    before = pinning.current()
+    try:
+        if len(before) >= 2:
+            assert pinning.fit_to_quota(1.0) == before[:1] == pinning.current()
+        assert pinning.fit_to_quota(float(len(pinning.current()))) == pinning.current()
+    finally:
+        pinning.pin(before)

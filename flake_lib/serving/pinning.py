@@ -11,7 +11,9 @@ reported instead, so that results say where they ran.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+from pathlib import Path
 
 CpuSet = tuple[int, ...]
 
@@ -19,6 +21,34 @@ CpuSet = tuple[int, ...]
 def current() -> CpuSet:
     """The CPUs this process may run on (empty where the system does not say)."""
     return tuple(sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else ()
+
+
+def cpu_quota(cgroup: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPUs' worth of time this process's control group may use (cgroup v2 ``cpu.max`` or v1
+    ``cpu.cfs_quota_us / cpu.cfs_period_us``); None where no quota is set or the system does not say."""
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def fit_to_quota(quota: float | None = None) -> CpuSet:
+    """Where a CPU quota is smaller than the CPU set (a container limited to 2 CPUs' worth of time on a
+    64-CPU host), pin this process, and so every process it starts, to as many CPUs as the quota pays
+    for: thread pools (torch, OpenMP) and :func:`placement` then size themselves from what the process
+    can use, instead of running 64 threads on 2 CPUs' worth of time. Returns the CPU set in use."""
+    quota = cpu_quota() if quota is None else quota
+    cpus = current()
+    if quota and cpus and math.ceil(quota) < len(cpus):
+        return pin(cpus[: max(1, math.ceil(quota))])
+    return cpus
 
 
 def pin(cpus: CpuSet | None) -> CpuSet:
