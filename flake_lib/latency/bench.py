@@ -73,9 +73,13 @@ def measure_link_ms(model_path: str, images: np.ndarray, gaps_ms: Sequence[float
                 while time.monotonic() < intended:
                     transport.receive(intended - time.monotonic())
                 transport.send("L0", i, images[i % len(images)][None])
-                message = None
+                message, deadline = None, time.monotonic() + 60.0
                 while not isinstance(message, serving.Response):
                     message = transport.receive(5.0)
+                    if isinstance(message, serving.WorkerEvent) and message.kind == "exit":
+                        raise RuntimeError("the worker measuring the link exited")
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"the worker measuring the link left query {i} unanswered for 60 s")
                 answered = time.monotonic()
                 rows.append({"gap_ms": float(gap),
                              "one_way_ms": 1000 * (answered - intended - message.service_s) / 2})
@@ -179,17 +183,23 @@ class Bench:
 
     def warm_up(self, requests: int = 30, timeout_s: float = 60.0) -> None:
         """``requests`` queries to every worker, one at a time, before any run is timed: a model's first
-        inferences (and a new process's first pages) are slower than the rest."""
+        inferences (and a new process's first pages) are slower than the rest. A worker that exits, or
+        leaves a query unanswered for ``timeout_s``, is an error (not ``requests`` waits of ``timeout_s``)."""
         if not self.transport.reset():
             for w in self.workers:
                 for i in range(requests):
                     rid = next(_BARRIER_IDS)
                     self.transport.send(w, rid, self.images[i % len(self.images)][None])
                     deadline = time.monotonic() + timeout_s
-                    while time.monotonic() < deadline:
+                    while True:
                         message = self.transport.receive(0.5)
                         if isinstance(message, serving.Response) and message.request_id == rid:
                             break
+                        if isinstance(message, serving.WorkerEvent) and message.worker == w and message.kind == "exit":
+                            raise RuntimeError(f"worker {w} exited during its warm-up (query {i + 1} of {requests})")
+                        if time.monotonic() > deadline:
+                            raise RuntimeError(f"worker {w} did not answer warm-up query {i + 1} of {requests} "
+                                               f"within {timeout_s:g} s")
 
     def close(self) -> None:
         if self.transport is not None:
