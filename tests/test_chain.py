@@ -69,22 +69,29 @@ def test_run_all_rejects_a_wrong_profile_and_option():
     assert option.returncode != 0 and "unrecognized arguments: --epochs" in option.stderr
 
 
-def test_failing_notebook_stops_the_chain(tmp_path, monkeypatch):
+def _toy_chain(tmp_path, monkeypatch, notebooks: list[tuple[str, str]]) -> None:
+    """The chain pointed at toy notebooks ``(name, source)`` (a parameters cell, then the source) and an
+    empty smoke profile, all under ``tmp_path``."""
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 
-    notebooks = tmp_path / "notebooks"
-    notebooks.mkdir()
-    for name, source in [("00-ok", "x = 1"), ("01-fails", "raise RuntimeError('boom')"), ("02-never", "")]:
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for name, source in notebooks:
         nb = new_notebook(cells=[new_code_cell("profile = 'smoke'  # profile"), new_code_cell(source)])
         nb.cells[0].metadata["tags"] = ["parameters"]
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        nbformat.write(nb, notebooks / f"{name}.ipynb")
+        nbformat.write(nb, folder / f"{name}.ipynb")
     params = tmp_path / "params"
     params.mkdir()
     (params / "smoke.yaml").write_text("{}\n")
-    monkeypatch.setattr(chain, "NOTEBOOKS_DIR", notebooks)
+    monkeypatch.setattr(chain, "NOTEBOOKS_DIR", folder)
     monkeypatch.setattr(chain, "PARAMS_DIR", params)
+
+
+def test_failing_notebook_stops_the_chain(tmp_path, monkeypatch):
+    _toy_chain(tmp_path, monkeypatch, [("00-ok", "x = 1"), ("01-fails", "raise RuntimeError('boom')"),
+                                       ("02-never", "")])
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "REPORT.md").write_text("# An earlier run's report\n")
     with pytest.raises(chain.ChainError) as failure:
@@ -107,21 +114,7 @@ def test_failing_notebook_stops_the_chain(tmp_path, monkeypatch):
 
 
 def test_a_cell_past_the_timeout_stops_the_chain_and_names_the_cell(tmp_path, monkeypatch):
-    import nbformat
-    from nbformat.v4 import new_code_cell, new_notebook
-
-    notebooks = tmp_path / "notebooks"
-    notebooks.mkdir()
-    for name, source in [("00-hangs", "import time\ntime.sleep(60)  # a hang"), ("01-never", "")]:
-        nb = new_notebook(cells=[new_code_cell("profile = 'smoke'  # profile"), new_code_cell(source)])
-        nb.cells[0].metadata["tags"] = ["parameters"]
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        nbformat.write(nb, notebooks / f"{name}.ipynb")
-    params = tmp_path / "params"
-    params.mkdir()
-    (params / "smoke.yaml").write_text("{}\n")
-    monkeypatch.setattr(chain, "NOTEBOOKS_DIR", notebooks)
-    monkeypatch.setattr(chain, "PARAMS_DIR", params)
+    _toy_chain(tmp_path, monkeypatch, [("00-hangs", "import time\ntime.sleep(60)  # a hang"), ("01-never", "")])
     with pytest.raises(chain.ChainError) as failure:
         chain.run_chain("smoke", results_root=tmp_path / "r", progress=False, cell_timeout_s=3)
     message = str(failure.value)
